@@ -1,0 +1,70 @@
+"""Serve a model with an OpenAI-compatible API, configured by Hydra.
+
+python serve.py                                  # the embedded tiny model on 127.0.0.1:8000
+python serve.py model=llama3 parallel.tp=4       # another composition
+python serve.py profile=h100-llama3-8b           # a committed deployment profile
+python serve.py dry_run=true model=llama3        # validate and plan memory, load nothing
+python serve.py --cfg job                        # print the composed config
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from vllm_hydra.config import ConfigError, VllmConfig, check_supported, create_vllm_config
+from vllm_hydra.config.resolved import resolved_config_yaml
+from vllm_hydra.config.store import register_configs
+from vllm_hydra.entrypoints.dry_run import dry_run_report
+
+logger = logging.getLogger("vllm_hydra.serve")
+
+# Exit status of a config that cannot run (Hydra's own compose errors exit 1).
+EXIT_CONFIG_ERROR = 2
+# Exit status while the serving path is missing: a valid config, nothing to serve it with.
+EXIT_NOT_BUILT = 3
+
+register_configs()
+
+
+def _save_resolved(yaml_text: str) -> None:
+    """Write the resolved config beside Hydra's own, so a run can be reproduced exactly."""
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    (output_dir / "resolved_config.yaml").write_text(yaml_text)
+
+
+def run(cfg: DictConfig) -> None:
+    config: VllmConfig = create_vllm_config(cfg, dry_run=bool(cfg.dry_run))
+    resolved = resolved_config_yaml(config)
+    _save_resolved(resolved)
+    if cfg.dry_run:
+        sys.stdout.write(dry_run_report(config, resolved))
+        return
+    check_supported(config)
+    print(
+        "The config is valid, but serving is not built yet: the engine and the HTTP server "
+        "arrive with the next issues. Use dry_run=true to see the memory plan.",
+        file=sys.stderr,
+    )
+    sys.exit(EXIT_NOT_BUILT)
+
+
+@hydra.main(config_path="conf", config_name="serve", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    try:
+        run(cfg)
+    except ConfigError as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"Config error: {e}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG_ERROR)
+
+
+if __name__ == "__main__":
+    main()

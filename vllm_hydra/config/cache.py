@@ -1,0 +1,32 @@
+"""`cache` section: the paged KV cache (vLLM's CacheConfig)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class CacheDType(Enum):
+    auto = "auto"  # the model's dtype
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+# The CPU default for the KV cache size when `kv_cache_memory_gib` is unset: a CPU has no
+# profiling pass that could size it, and 4 GiB holds ~2M tokens of the tiny model, 32K of an 8B.
+DEFAULT_CPU_KV_CACHE_GIB = 4.0
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    block_size: int = 16
+    # Fraction of each GPU's memory the engine may use (weights + activations + KV cache).
+    memory_utilization: float = 0.9
+    # An explicit KV cache size in GiB per device. Skips the utilization-based sizing; the CPU
+    # default is DEFAULT_CPU_KV_CACHE_GIB.
+    kv_cache_memory_gib: float | None = None
+    cache_dtype: CacheDType = CacheDType.auto
+    enable_prefix_caching: bool = True
+    # Use exactly this many KV blocks instead of sizing from memory.
+    num_blocks_override: int | None = None

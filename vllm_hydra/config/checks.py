@@ -1,0 +1,443 @@
+"""Validation rules, one function each, run by `create_vllm_config` before any weight is read.
+
+Every message names the full key, the value, the limit and a fix, in the form
+`parallel.tp=4 does not divide model.num_attention_heads=6 (model=tiny). Use parallel.tp in {1, 2}.`
+A rule returns its problems (empty when the config passes it); `create_vllm_config` gathers
+them all so a user fixes every mistake in one pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from vllm_hydra.config.attention import AttentionBackendName
+from vllm_hydra.config.compilation import CompilationMode
+from vllm_hydra.config.device import DeviceType
+from vllm_hydra.config.load import LoadFormat
+from vllm_hydra.config.lora import SUPPORTED_LORA_RANKS
+from vllm_hydra.config.memory_plan import GIB, MemoryPlan
+from vllm_hydra.config.model_files import weight_files
+from vllm_hydra.config.parallel import DistributedBackend
+from vllm_hydra.config.speculative import SpeculativeMethod
+from vllm_hydra.config.vllm import EngineSections, VllmConfig
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CheckContext:
+    """What the rules may know about the machine. A dry run may target an absent device."""
+
+    dry_run: bool
+    cuda_device_count: int
+    cpu_count: int
+
+
+def _at_least(key: str, value: float | None, low: float, note: str = "") -> list[str]:
+    """`value >= low`; None (unset) passes."""
+    if value is None or value >= low:
+        return []
+    return [f"{key}={value} is out of range: it must be >= {low}{note}."]
+
+
+def _above(key: str, value: float | None, low: float, high: float | None = None) -> list[str]:
+    """`low < value (<= high)`; None (unset) passes."""
+    if value is None or (value > low and (high is None or value <= high)):
+        return []
+    limit = f"in ({low}, {high}]" if high is not None else f"> {low}"
+    return [f"{key}={value} is out of range: it must be {limit}."]
+
+
+def _port(key: str, value: int | None, low: int) -> list[str]:
+    if value is None or low <= value <= 65535:
+        return []
+    return [f"{key}={value} is out of range: it must be in [{low}, 65535]."]
+
+
+# ---- single fields (run on the raw sections, before anything is derived) ----
+
+
+def check_field_ranges(s: EngineSections) -> list[str]:
+    m, c, p, sc, sv = s.model, s.cache, s.parallel, s.scheduler, s.server
+    return [
+        *_at_least("model.max_model_len", m.max_model_len, 1),
+        *_at_least("model.seed", m.seed, 0),
+        *_above("cache.memory_utilization", c.memory_utilization, 0, 1),
+        *_above("cache.kv_cache_memory_gib", c.kv_cache_memory_gib, 0),
+        *_at_least("cache.num_blocks_override", c.num_blocks_override, 1),
+        *_above("device.memory_gib", s.device.memory_gib, 0),
+        *_at_least("parallel.tp", p.tp, 1),
+        *_at_least("parallel.pp", p.pp, 1),
+        *_at_least("parallel.dp", p.dp, 1),
+        *_at_least("parallel.nnodes", p.nnodes, 1),
+        *_port("parallel.master_port", p.master_port, 1),
+        *_at_least("scheduler.max_num_seqs", sc.max_num_seqs, 1),
+        *_at_least("scheduler.max_num_batched_tokens", sc.max_num_batched_tokens, 1),
+        *_at_least(
+            "scheduler.long_prefill_token_threshold",
+            sc.long_prefill_token_threshold,
+            0,
+            " (0: no limit)",
+        ),
+        *_above("observability.stats_interval_s", s.observability.stats_interval_s, 0),
+        *_port("server.port", sv.port, 0),
+        *_at_least("server.shutdown_timeout_s", sv.shutdown_timeout_s, 0),
+        *_at_least("server.max_queued_requests", sv.max_queued_requests, 1, " or null"),
+        *check_block_size(s),
+        *check_capture_sizes(s),
+    ]
+
+
+def check_block_size(s: EngineSections) -> list[str]:
+    size = s.cache.block_size
+    if size >= 1 and size & (size - 1) == 0 and size <= 256:
+        return []
+    return [f"cache.block_size={size} is not a power of two in [1, 256]. Use cache.block_size=16."]
+
+
+def check_capture_sizes(s: EngineSections) -> list[str]:
+    sizes = s.compilation.cudagraph_capture_sizes or []
+    bad = [n for n in sizes if n < 1]
+    if not bad:
+        return []
+    return [f"compilation.cudagraph_capture_sizes={sizes} holds {bad}: every size must be >= 1."]
+
+
+# ---- model and parallelism ----
+
+
+def valid_tp_sizes(config: VllmConfig) -> list[int]:
+    """tp values that split heads, KV heads and the MLP evenly for this model."""
+    arch = config.arch
+    heads, kv, inter = arch.num_attention_heads, arch.num_key_value_heads, arch.intermediate_size
+    return [
+        tp
+        for tp in range(1, heads + 1)
+        if heads % tp == 0 and inter % tp == 0 and (kv % tp == 0 or tp % kv == 0)
+    ]
+
+
+def check_tp_divides_heads(c: VllmConfig) -> list[str]:
+    heads, tp = c.arch.num_attention_heads, c.parallel.tp
+    if heads % tp == 0:
+        return []
+    return [
+        f"parallel.tp={tp} does not divide model.num_attention_heads={heads} "
+        f"(model={c.model.name}). Use parallel.tp in {_set(valid_tp_sizes(c))}."
+    ]
+
+
+def check_tp_splits_kv_heads(c: VllmConfig) -> list[str]:
+    kv, tp = c.arch.num_key_value_heads, c.parallel.tp
+    if kv % tp == 0 or tp % kv == 0 or check_tp_divides_heads(c):
+        return []
+    return [
+        f"parallel.tp={tp} neither divides nor is a multiple of model.num_key_value_heads={kv} "
+        f"(model={c.model.name}), so KV heads cannot be split or replicated evenly. "
+        f"Use parallel.tp in {_set(valid_tp_sizes(c))}."
+    ]
+
+
+def check_tp_divides_mlp(c: VllmConfig) -> list[str]:
+    inter, tp = c.arch.intermediate_size, c.parallel.tp
+    if inter % tp == 0 or check_tp_divides_heads(c) or check_tp_splits_kv_heads(c):
+        return []
+    return [
+        f"parallel.tp={tp} does not divide model.intermediate_size={inter} "
+        f"(model={c.model.name}). Use parallel.tp in {_set(valid_tp_sizes(c))}."
+    ]
+
+
+def check_pp_within_layers(c: VllmConfig) -> list[str]:
+    layers, pp = c.arch.num_hidden_layers, c.parallel.pp
+    if pp <= layers:
+        return []
+    return [
+        f"parallel.pp={pp} exceeds model.num_hidden_layers={layers} (model={c.model.name}): "
+        f"every stage needs a layer. Use parallel.pp<={layers}."
+    ]
+
+
+def check_max_model_len(c: VllmConfig) -> list[str]:
+    limit, value = c.arch.max_model_len_limit, c.model.max_model_len or 0
+    if value <= limit:
+        return []
+    return [
+        f"model.max_model_len={value} exceeds the model's limit {limit} "
+        f"({c.arch.max_len_key} in {c.arch.source}). Use model.max_model_len<={limit}."
+    ]
+
+
+def check_sliding_window(c: VllmConfig) -> list[str]:
+    window, value = c.arch.sliding_window, c.model.max_model_len or 0
+    if window is None or value <= window:
+        return []
+    return [
+        f"model.max_model_len={value} exceeds the model's sliding_window={window}, and "
+        f"sliding-window attention is not implemented. Use model.max_model_len<={window}."
+    ]
+
+
+def check_revision_needs_hub_id(c: VllmConfig) -> list[str]:
+    if c.model.revision is None or not Path(c.model.path).expanduser().is_dir():
+        return []
+    return [
+        f"model.revision={c.model.revision} applies to hub ids, but model.path={c.model.path} "
+        f"is a local directory. Remove model.revision."
+    ]
+
+
+# ---- scheduler ----
+
+
+def check_batched_tokens_cover_model_len(c: VllmConfig) -> list[str]:
+    tokens, mml = c.scheduler.max_num_batched_tokens or 0, c.model.max_model_len or 0
+    if c.scheduler.enable_chunked_prefill or tokens >= mml:
+        return []
+    return [
+        f"scheduler.max_num_batched_tokens={tokens} is smaller than model.max_model_len={mml} "
+        f"with scheduler.enable_chunked_prefill=false, so longer prompts could never be "
+        f"scheduled. Use scheduler.max_num_batched_tokens>={mml}, "
+        f"scheduler.enable_chunked_prefill=true, or model.max_model_len<={tokens}."
+    ]
+
+
+def check_batched_tokens_cover_num_seqs(c: VllmConfig) -> list[str]:
+    tokens, seqs = c.scheduler.max_num_batched_tokens or 0, c.scheduler.max_num_seqs
+    if tokens >= seqs:
+        return []
+    return [
+        f"scheduler.max_num_batched_tokens={tokens} is smaller than "
+        f"scheduler.max_num_seqs={seqs}: a step could not give each running request a token. "
+        f"Use scheduler.max_num_batched_tokens>={seqs} or scheduler.max_num_seqs<={tokens}."
+    ]
+
+
+def check_long_prefill_threshold(c: VllmConfig) -> list[str]:
+    value, mml = c.scheduler.long_prefill_token_threshold, c.model.max_model_len or 0
+    if value <= mml:
+        return []
+    return [
+        f"scheduler.long_prefill_token_threshold={value} exceeds model.max_model_len={mml}. "
+        f"Use a value in [0, {mml}]."
+    ]
+
+
+# ---- executor and device ----
+
+
+def check_backend_world_size(c: VllmConfig) -> list[str]:
+    world = c.parallel.world_size
+    if c.parallel.backend is not DistributedBackend.uni or world == 1:
+        return []
+    return [
+        f"parallel.backend=uni runs one worker, but parallel.tp x parallel.pp = {world}. "
+        f"Use parallel.backend=mp (or auto)."
+    ]
+
+
+def check_nnodes_backend(c: VllmConfig) -> list[str]:
+    if c.parallel.nnodes == 1 or c.parallel.backend is DistributedBackend.ray:
+        return []
+    return [
+        f"parallel.nnodes={c.parallel.nnodes} needs workers on other machines. "
+        f"Use parallel.backend=ray."
+    ]
+
+
+def check_device_present(c: VllmConfig, ctx: CheckContext) -> list[str]:
+    if ctx.dry_run or c.device.type is not DeviceType.cuda or ctx.cuda_device_count > 0:
+        return []
+    return [
+        "device=cuda, but torch sees no CUDA device (torch.cuda.is_available() is False). "
+        "Use device=cpu or device=auto, or add dry_run=true to plan for a GPU machine."
+    ]
+
+
+def check_world_size_fits_devices(c: VllmConfig, ctx: CheckContext) -> list[str]:
+    needed = c.parallel.world_size * c.parallel.dp
+    if c.device.type is DeviceType.cpu:
+        if needed > ctx.cpu_count:
+            logger.warning(
+                "parallel.tp x pp x dp = %d processes share %d CPU cores; it works, slowly.",
+                needed,
+                ctx.cpu_count,
+            )
+        return []
+    if ctx.dry_run or c.parallel.nnodes > 1 or needed <= ctx.cuda_device_count:
+        return []
+    return [
+        f"parallel.tp x parallel.pp x parallel.dp = {needed} GPUs, but {ctx.cuda_device_count} "
+        f"CUDA device(s) are visible. Use fewer ranks, or parallel.backend=ray "
+        f"with parallel.nnodes>1 to span machines."
+    ]
+
+
+def check_device_memory(c: VllmConfig, ctx: CheckContext) -> list[str]:
+    if ctx.dry_run or c.device.type is not DeviceType.cuda or c.device.memory_gib is None:
+        return []
+    import torch
+
+    total = torch.cuda.get_device_properties(0).total_memory / GIB
+    if c.device.memory_gib <= total:
+        return []
+    return [
+        f"device.memory_gib={c.device.memory_gib} exceeds the GPU's {total:.2f} GiB. "
+        f"Use device.memory_gib<={total:.2f} or leave it unset."
+    ]
+
+
+def check_cudagraph_needs_cuda(c: VllmConfig) -> list[str]:
+    if c.compilation.mode is not CompilationMode.cudagraph or c.device.type is DeviceType.cuda:
+        return []
+    return [
+        f"compilation.mode=cudagraph needs CUDA, but device={c.device.type.value}. "
+        f"Use compilation.mode=torch_compile or compilation.mode=none."
+    ]
+
+
+def check_triton_backend_device(c: VllmConfig) -> list[str]:
+    on_cpu = c.device.type is DeviceType.cpu
+    if c.attention.backend is not AttentionBackendName.triton or not on_cpu:
+        return []
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return []
+    return [
+        "attention.backend=triton on device=cpu runs only under the Triton interpreter "
+        "(TRITON_INTERPRET=1, for testing). Use attention.backend=torch on CPU."
+    ]
+
+
+# ---- lora and speculative decoding ----
+
+
+def check_lora(c: VllmConfig) -> list[str]:
+    lora, problems = c.lora, []
+    if lora.max_lora_rank not in SUPPORTED_LORA_RANKS:
+        problems.append(
+            f"lora.max_lora_rank={lora.max_lora_rank} is not a supported rank. "
+            f"Use one of {_set(SUPPORTED_LORA_RANKS)}."
+        )
+    if lora.max_loras < 1:
+        problems.append(f"lora.max_loras={lora.max_loras} is out of range: it must be >= 1.")
+    if lora.max_cpu_loras is not None and lora.max_cpu_loras < lora.max_loras:
+        problems.append(
+            f"lora.max_cpu_loras={lora.max_cpu_loras} is smaller than "
+            f"lora.max_loras={lora.max_loras}. Use lora.max_cpu_loras>={lora.max_loras}."
+        )
+    if lora.adapters and not lora.enabled:
+        problems.append("lora.adapters is set but lora.enabled=false. Use lora=enabled.")
+    return problems
+
+
+def check_speculative(c: VllmConfig) -> list[str]:
+    spec = c.speculative
+    if spec.method is SpeculativeMethod.none:
+        if spec.num_speculative_tokens == 0:
+            return []
+        return [
+            f"speculative.num_speculative_tokens={spec.num_speculative_tokens} has no effect "
+            f"with speculative.method=none. Use speculative=ngram."
+        ]
+    problems = []
+    if spec.num_speculative_tokens < 1:
+        problems.append(
+            f"speculative.num_speculative_tokens={spec.num_speculative_tokens} must be >= 1 "
+            f"with speculative.method={spec.method.value}."
+        )
+    if not 1 <= spec.prompt_lookup_min <= spec.prompt_lookup_max:
+        problems.append(
+            f"speculative.prompt_lookup_min={spec.prompt_lookup_min} and "
+            f"speculative.prompt_lookup_max={spec.prompt_lookup_max} must satisfy "
+            f"1 <= prompt_lookup_min <= prompt_lookup_max."
+        )
+    return problems
+
+
+# ---- files and memory ----
+
+
+def check_weights_present(c: VllmConfig, ctx: CheckContext) -> list[str]:
+    if ctx.dry_run or c.load.format is LoadFormat.dummy:
+        return []
+    if c.model_dir is None:
+        return [
+            f"model.path={c.model.path} is not on this machine (only its architecture facts "
+            f"are). Download the checkpoint and set model.path=<its directory>, or use "
+            f"load.format=dummy for random weights."
+        ]
+    if weight_files(Path(c.model_dir)):
+        return []
+    return [
+        f"model.path={c.model.path}: {c.model_dir} holds no *.safetensors weights. "
+        f"Convert the checkpoint to safetensors, or use load.format=dummy for random weights."
+    ]
+
+
+def check_kv_cache_fits(c: VllmConfig, plan: MemoryPlan) -> list[str]:
+    """vLLM's start-up check: the KV cache must hold one request of max_model_len tokens."""
+    if plan.num_blocks >= plan.blocks_per_request:
+        return []
+    if plan.kv_budget_bytes <= 0:
+        used = plan.weight_bytes + plan.activation_bytes
+        return [
+            f"No memory left for the KV cache: weights and activations need {used / GIB:.2f} "
+            f"GiB per device, more than cache.memory_utilization={c.cache.memory_utilization} "
+            f"x {(plan.device_memory_bytes or 0) / GIB:.2f} GiB. Raise "
+            f"cache.memory_utilization, use a larger parallel.tp, or set "
+            f"cache.kv_cache_memory_gib."
+        ]
+    fit_len = plan.kv_cache_tokens
+    needed_gib = plan.blocks_per_request * plan.kv_bytes_per_block / GIB
+    return [
+        f"{plan.budget_key}: the KV cache holds {plan.num_blocks} blocks "
+        f"({fit_len} tokens, {plan.kv_budget_bytes / GIB:.3f} GiB), fewer than one request of "
+        f"model.max_model_len={plan.max_model_len} needs ({plan.blocks_per_request} blocks, "
+        f"{needed_gib:.3f} GiB). {_kv_fix(plan, needed_gib)}, or model.max_model_len<={fit_len} "
+        f"(the largest that fits)."
+    ]
+
+
+def _kv_fix(plan: MemoryPlan, needed_gib: float) -> str:
+    if plan.budget_key == "cache.num_blocks_override":
+        return f"Use cache.num_blocks_override>={plan.blocks_per_request}"
+    if plan.budget_key == "cache.kv_cache_memory_gib":
+        return f"Use cache.kv_cache_memory_gib>={needed_gib:.3f}"
+    return "Raise cache.memory_utilization"
+
+
+def _set(values: Iterable[object]) -> str:
+    return "{" + ", ".join(str(v) for v in values) + "}"
+
+
+# The cross-section rules, in the order their messages are reported.
+CONFIG_RULES: tuple[Callable[[VllmConfig], list[str]], ...] = (
+    check_tp_divides_heads,
+    check_tp_splits_kv_heads,
+    check_tp_divides_mlp,
+    check_pp_within_layers,
+    check_max_model_len,
+    check_sliding_window,
+    check_revision_needs_hub_id,
+    check_batched_tokens_cover_model_len,
+    check_batched_tokens_cover_num_seqs,
+    check_long_prefill_threshold,
+    check_backend_world_size,
+    check_nnodes_backend,
+    check_cudagraph_needs_cuda,
+    check_triton_backend_device,
+    check_lora,
+    check_speculative,
+)
+
+# Rules that depend on the machine (skipped or relaxed for dry runs).
+MACHINE_RULES: tuple[Callable[[VllmConfig, CheckContext], list[str]], ...] = (
+    check_device_present,
+    check_world_size_fits_devices,
+    check_device_memory,
+    check_weights_present,
+)

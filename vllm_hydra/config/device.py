@@ -1,0 +1,22 @@
+"""`device` section: which accelerator runs the model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class DeviceType(Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    # `auto` picks cuda when torch sees a CUDA device, else cpu.
+    type: DeviceType = DeviceType.auto
+    # Memory per device to plan with, in GiB. Unset: the real device's total memory (CUDA), or,
+    # for a dry run that targets an absent GPU, 80 GiB (an H100). A real run may not exceed the
+    # device's memory.
+    memory_gib: float | None = None

@@ -1,0 +1,162 @@
+"""The memory plan: weights, activations and KV cache per device, computed from the config alone.
+
+The same arithmetic as vLLM's KV cache sizing (page size = 2 x block_size x kv_heads_per_rank x
+head_dim x dtype bytes, per layer), but from the architecture facts instead of a profiling run,
+so a dry run and the "one request must fit" check need no weights and no device.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from vllm_hydra.config.device import DeviceType
+
+if TYPE_CHECKING:
+    from vllm_hydra.config.vllm import VllmConfig
+
+GIB = 1 << 30
+# Planned GPU memory per device when a dry run targets CUDA without one (an H100).
+ASSUMED_GPU_MEMORY_GIB = 80.0
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    device: DeviceType
+    device_memory_bytes: int | None  # None on CPU: the KV cache is sized explicitly there
+    weight_bytes: int  # per rank (the largest pipeline stage)
+    activation_bytes: int  # per rank, a forward of max_num_batched_tokens (estimate)
+    kv_bytes_per_token: int  # per rank
+    block_size: int
+    kv_budget_bytes: int
+    num_blocks: int
+    max_model_len: int
+    budget_key: str  # the config key that sets kv_budget_bytes
+    assumed_device_memory: bool = False
+
+    @property
+    def kv_bytes_per_block(self) -> int:
+        return self.kv_bytes_per_token * self.block_size
+
+    @property
+    def kv_cache_tokens(self) -> int:
+        return self.num_blocks * self.block_size
+
+    @property
+    def blocks_per_request(self) -> int:
+        return math.ceil(self.max_model_len / self.block_size)
+
+    @property
+    def max_concurrency(self) -> float:
+        """How many requests of max_model_len tokens the KV cache holds at once."""
+        return self.num_blocks / self.blocks_per_request
+
+    def describe(self) -> str:
+        rows = [
+            ("device", self._device_text()),
+            ("weights per rank", _gib(self.weight_bytes)),
+            ("activations per rank (estimate)", _gib(self.activation_bytes)),
+            ("KV cache per token", f"{self.kv_bytes_per_token:,} B"),
+            (f"KV cache per block ({self.block_size} tokens)", f"{self.kv_bytes_per_block:,} B"),
+            (f"KV cache budget ({self.budget_key})", _gib(self.kv_budget_bytes)),
+            ("KV cache blocks", f"{self.num_blocks:,} ({self.kv_cache_tokens:,} tokens)"),
+            (
+                f"maximum concurrency at max_model_len={self.max_model_len}",
+                f"{self.max_concurrency:.2f}x",
+            ),
+        ]
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
+
+    def _device_text(self) -> str:
+        if self.device_memory_bytes is None:
+            return self.device.value
+        text = f"{self.device.value}, {_gib(self.device_memory_bytes)} per device"
+        return text + (" (assumed: no CUDA device visible)" if self.assumed_device_memory else "")
+
+
+def _gib(num_bytes: int) -> str:
+    return f"{num_bytes / GIB:.2f} GiB"
+
+
+def plan_memory(config: VllmConfig) -> MemoryPlan:
+    """Size the KV cache of one rank from the resolved config."""
+    device = config.device.type
+    weights, activations = weight_bytes_per_rank(config), activation_bytes_per_rank(config)
+    device_bytes, assumed = _device_memory_bytes(config)
+    budget_key, budget = _kv_budget(config, device_bytes, weights + activations)
+    per_block = kv_bytes_per_token_per_rank(config) * config.cache.block_size
+    num_blocks = config.cache.num_blocks_override or max(budget, 0) // per_block
+    return MemoryPlan(
+        device=device,
+        device_memory_bytes=device_bytes,
+        weight_bytes=weights,
+        activation_bytes=activations,
+        kv_bytes_per_token=kv_bytes_per_token_per_rank(config),
+        block_size=config.cache.block_size,
+        kv_budget_bytes=budget,
+        num_blocks=num_blocks,
+        max_model_len=_max_model_len(config),
+        budget_key=budget_key,
+        assumed_device_memory=assumed,
+    )
+
+
+def layers_per_stage(config: VllmConfig) -> int:
+    """Layers on the largest pipeline stage (uneven splits put the remainder first)."""
+    return math.ceil(config.arch.num_hidden_layers / config.parallel.pp)
+
+
+def kv_heads_per_rank(config: VllmConfig) -> int:
+    """KV heads are split across tp ranks, and replicated when tp exceeds them."""
+    return max(1, config.arch.num_key_value_heads // config.parallel.tp)
+
+
+def kv_bytes_per_token_per_rank(config: VllmConfig) -> int:
+    arch = config.arch
+    per_layer = 2 * kv_heads_per_rank(config) * arch.head_dim * config.cache_dtype_bytes
+    return per_layer * layers_per_stage(config)
+
+
+def weight_bytes_per_rank(config: VllmConfig) -> int:
+    """Weights of the largest stage, split across tp (embedding and LM head counted in full)."""
+    arch = config.arch
+    embed = arch.vocab_size * arch.hidden_size
+    lm_head = 0 if arch.tie_word_embeddings else embed
+    per_layer = (arch.num_params() - embed - lm_head) // arch.num_hidden_layers
+    params = per_layer * layers_per_stage(config) + embed + lm_head
+    return params * config.dtype_bytes // config.parallel.tp
+
+
+def activation_bytes_per_rank(config: VllmConfig) -> int:
+    """Peak activations of one forward pass over the step's token budget (an estimate)."""
+    arch, tp = config.arch, config.parallel.tp
+    tokens = config.scheduler.max_num_batched_tokens or 0
+    q = arch.num_attention_heads * arch.head_dim // tp
+    kv = kv_heads_per_rank(config) * arch.head_dim
+    per_token = 2 * arch.hidden_size + q + 2 * kv + q + 3 * arch.intermediate_size // tp
+    logits = config.scheduler.max_num_seqs * arch.vocab_size * 4  # fp32 for the sampler
+    return tokens * per_token * config.dtype_bytes + logits
+
+
+def _max_model_len(config: VllmConfig) -> int:
+    return config.model.max_model_len or config.arch.max_model_len_limit
+
+
+def _device_memory_bytes(config: VllmConfig) -> tuple[int | None, bool]:
+    if config.device.type is DeviceType.cpu:
+        return None, False
+    if config.device.memory_gib is None:
+        return int(ASSUMED_GPU_MEMORY_GIB * GIB), True
+    return int(config.device.memory_gib * GIB), False
+
+
+def _kv_budget(config: VllmConfig, device_bytes: int | None, used: int) -> tuple[str, int]:
+    cache = config.cache
+    if cache.num_blocks_override is not None:
+        per_block = kv_bytes_per_token_per_rank(config) * cache.block_size
+        return "cache.num_blocks_override", cache.num_blocks_override * per_block
+    if cache.kv_cache_memory_gib is not None or device_bytes is None:
+        return "cache.kv_cache_memory_gib", int((cache.kv_cache_memory_gib or 0) * GIB)
+    return "cache.memory_utilization", int(device_bytes * cache.memory_utilization) - used

@@ -1,0 +1,35 @@
+"""`model` section: which checkpoint to serve and how (vLLM's ModelConfig)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class ModelDType(Enum):
+    # auto: the checkpoint's dtype, except that a float32 checkpoint is served in bfloat16, and
+    # on CPU every checkpoint is (these CPUs multiply bf16 with AMX; fp16 gets no speed-up).
+    auto = "auto"
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    # Short name, shown in logs and used as the served model name unless server sets one.
+    name: str = "tiny"
+    # A local checkpoint directory, or a hub id found in the Hugging Face cache.
+    path: str = ""
+    # Tokenizer directory or hub id; unset: path.
+    tokenizer: str | None = None
+    dtype: ModelDType = ModelDType.auto
+    # Unset: the model's limit from config.json (max_position_embeddings and kin).
+    max_model_len: int | None = None
+    seed: int = 0
+    # Hub revision (branch, tag or commit) of a hub id; meaningless for a local directory.
+    revision: str | None = None
+    trust_remote_code: bool = False
+    # Values laid over config.json before anything reads it, e.g. {max_position_embeddings: 4096}.
+    hf_overrides: dict[str, Any] = field(default_factory=dict)

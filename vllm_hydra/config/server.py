@@ -1,0 +1,19 @@
+"""`server` section: the OpenAI-compatible HTTP server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # Bearer token required on /v1 routes; the YAML reads it from VLLM_HYDRA_API_KEY.
+    api_key: str | None = None
+    # The `model` name clients use; unset: model.name.
+    served_model_name: str | None = None
+    # On SIGTERM, let in-flight requests finish for this long before aborting them.
+    shutdown_timeout_s: float = 0.0
+    # Requests waiting beyond this get 503; unset: no limit.
+    max_queued_requests: int | None = None

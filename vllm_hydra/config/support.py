@@ -1,0 +1,67 @@
+"""Valid settings the engine cannot honour yet. A real run refuses them before loading anything.
+
+The config stage accepts these values (they are valid, and a dry run plans them), but an engine
+that started with them would silently ignore them. Each entry says so and names the issue that
+builds it; the entry goes when that feature lands.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from vllm_hydra.config.attention import AttentionBackendName
+from vllm_hydra.config.compilation import CompilationMode
+from vllm_hydra.config.errors import ConfigError
+from vllm_hydra.config.parallel import DistributedBackend
+from vllm_hydra.config.speculative import SpeculativeMethod
+from vllm_hydra.config.vllm import VllmConfig
+
+# (is the setting in use?, what to tell the user)
+_NOT_BUILT: tuple[tuple[Callable[[VllmConfig], bool], str], ...] = (
+    (
+        lambda c: c.parallel.tp > 1 or c.parallel.pp > 1,
+        "parallel.tp/parallel.pp > 1: tensor and pipeline parallelism are not built yet. "
+        "Use parallel.tp=1 parallel.pp=1.",
+    ),
+    (
+        lambda c: c.parallel.dp > 1,
+        "parallel.dp > 1: data parallelism is not built yet. Use parallel.dp=1.",
+    ),
+    (
+        lambda c: c.parallel.backend is DistributedBackend.ray or c.parallel.nnodes > 1,
+        "parallel.backend=ray / parallel.nnodes > 1: multi-node serving is not built yet.",
+    ),
+    (
+        lambda c: c.attention.backend is AttentionBackendName.triton,
+        "attention.backend=triton: the Triton attention kernels are not built yet. "
+        "Use attention.backend=torch.",
+    ),
+    (
+        lambda c: c.compilation.mode is not CompilationMode.none,
+        "compilation.mode: torch.compile and CUDA graphs are not built yet. Use compilation=none.",
+    ),
+    (
+        lambda c: c.lora.enabled,
+        "lora.enabled=true: LoRA adapters are not built yet. Use lora=none.",
+    ),
+    (
+        lambda c: c.speculative.method is not SpeculativeMethod.none,
+        "speculative.method: speculative decoding is not built yet. Use speculative=none.",
+    ),
+    (
+        lambda c: c.observability.otlp_traces_endpoint is not None,
+        "observability.otlp_traces_endpoint: tracing is not built yet. Leave it null.",
+    ),
+)
+
+
+def unsupported_features(config: VllmConfig) -> list[str]:
+    """What in this config the engine would not honour, one message per feature."""
+    return [message for in_use, message in _NOT_BUILT if in_use(config)]
+
+
+def check_supported(config: VllmConfig) -> None:
+    """Raise ConfigError if a real run would ignore part of the config."""
+    problems = unsupported_features(config)
+    if problems:
+        raise ConfigError(problems)

@@ -1,0 +1,54 @@
+"""`dry_run=true`: what a run would use and how memory would be spent, with no weight loaded."""
+
+from __future__ import annotations
+
+from vllm_hydra.config.memory_plan import plan_memory
+from vllm_hydra.config.support import unsupported_features
+from vllm_hydra.config.vllm import VllmConfig
+
+
+def derived_values(config: VllmConfig) -> list[tuple[str, str]]:
+    """The values `create_vllm_config` worked out, as (name, value) rows."""
+    arch, sched = config.arch, config.scheduler
+    return [
+        (
+            "model",
+            f"{config.model.name} ({arch.architecture}, {arch.num_params() / 1e6:,.1f}M "
+            f"params, from {arch.source})",
+        ),
+        ("device", config.device.type.value),
+        ("dtype", f"{config.model.dtype.value} (checkpoint: {arch.checkpoint_dtype})"),
+        ("kv cache dtype", config.cache.cache_dtype.value),
+        (
+            "max_model_len",
+            f"{config.model.max_model_len} (model limit: {arch.max_model_len_limit})",
+        ),
+        ("max_num_batched_tokens", str(sched.max_num_batched_tokens)),
+        (
+            "executor backend",
+            f"{config.parallel.backend.value} (world size "
+            f"{config.parallel.world_size}, dp {config.parallel.dp})",
+        ),
+        ("attention backend", config.attention.backend.value),
+        ("served model name", config.served_model_name),
+    ]
+
+
+def dry_run_report(config: VllmConfig, resolved_yaml: str) -> str:
+    """The full dry-run printout: resolved config, derived values, memory plan, refusals."""
+    rows = derived_values(config)
+    width = max(len(k) for k, _ in rows)
+    parts = [
+        "== resolved config ==",
+        resolved_yaml.rstrip(),
+        "",
+        "== derived values ==",
+        "\n".join(f"  {k:<{width}}  {v}" for k, v in rows),
+        "",
+        "== memory plan (per rank) ==",
+        plan_memory(config).describe(),
+    ]
+    refusals = unsupported_features(config)
+    if refusals:
+        parts += ["", "== a real run would refuse ==", *(f"  - {r}" for r in refusals)]
+    return "\n".join(parts) + "\n"
