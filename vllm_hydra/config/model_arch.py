@@ -22,6 +22,9 @@ SUPPORTED_ARCHITECTURES = (
     "Qwen3ForCausalLM",
 )
 
+# RoPE variants the rotary embedding implements (Llama 3.1 uses llama3).
+SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
+
 # config.json keys that bound the context length; the smallest one present wins (as in vLLM).
 MAX_LEN_KEYS = (
     "max_position_embeddings",
@@ -63,6 +66,7 @@ class ModelArchConfig:
     attention_bias: bool  # q/k/v projections carry a bias (Qwen2)
     qk_norm: bool  # RMSNorm on q and k per head (Qwen3)
     sliding_window: int | None  # attention window, when the model uses one
+    mlp_bias: bool
     checkpoint_dtype: str
     bos_token_id: int | None
     eos_token_id: int | list[int] | None
@@ -137,6 +141,7 @@ def arch_from_hf_config(hf: dict[str, Any], source: str) -> ModelArchConfig:
             f"model.path: {source} names architectures={architectures}, which this engine does "
             f"not implement. Supported: {', '.join(SUPPORTED_ARCHITECTURES)}."
         )
+    _check_supported_layers(hf, source)
     heads = int(hf["num_attention_heads"])
     theta, scaling = _rope(hf)
     max_len, max_len_key = _max_len(hf)
@@ -160,11 +165,27 @@ def arch_from_hf_config(hf: dict[str, Any], source: str) -> ModelArchConfig:
         attention_bias=bool(hf.get("attention_bias", model_type == "qwen2")),
         qk_norm=model_type == "qwen3",
         sliding_window=_sliding_window(hf),
+        mlp_bias=bool(hf.get("mlp_bias", False)),
         checkpoint_dtype=str(hf.get("dtype") or hf.get("torch_dtype") or "float32"),
         bos_token_id=hf.get("bos_token_id"),
         eos_token_id=hf.get("eos_token_id"),
         source=source,
     )
+
+
+def _check_supported_layers(hf: dict[str, Any], source: str) -> None:
+    act = hf.get("hidden_act", "silu")
+    if act != "silu":
+        raise ConfigError(
+            f"model.path: {source} has hidden_act={act}; the engine implements silu (SwiGLU)."
+        )
+    _, scaling = _rope(hf)
+    rope_type = (scaling or {}).get("rope_type", (scaling or {}).get("type", "default"))
+    if rope_type not in SUPPORTED_ROPE_TYPES:
+        raise ConfigError(
+            f"model.path: {source} uses rope_type={rope_type}, which the engine does not "
+            f"implement. Supported: {', '.join(SUPPORTED_ROPE_TYPES)}."
+        )
 
 
 def known_arch_file(hub_id: str) -> Path:

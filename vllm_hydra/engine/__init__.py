@@ -1,0 +1,1 @@
+"""Engine construction: the engine core, its clients, and the frontend's processors."""
