@@ -1,0 +1,298 @@
+"""One test per validation rule: each bad config fails before any weight is read, with a
+message that names the key, the value, the limit and a fix."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from vllm_hydra.config import ConfigError, DeviceType, compose_config
+from vllm_hydra.config.checks import (
+    CheckContext,
+    check_device_memory,
+    check_world_size_fits_devices,
+)
+
+
+def _error(overrides: list[str]) -> str:
+    with pytest.raises(ConfigError) as info:
+        compose_config(overrides)
+    return str(info.value)
+
+
+@pytest.fixture
+def ckpt(write_checkpoint) -> Path:
+    return write_checkpoint()
+
+
+def _with(ckpt: Path, *overrides: str) -> list[str]:
+    return [f"model.path={ckpt}", "device=cpu", *overrides]
+
+
+# ---- single fields ----
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("model.max_model_len=0", "model.max_model_len=0 is out of range: it must be >= 1"),
+        ("cache.memory_utilization=1.5", "cache.memory_utilization=1.5 is out of range"),
+        ("cache.kv_cache_memory_gib=0", "cache.kv_cache_memory_gib=0.0 is out of range"),
+        ("cache.num_blocks_override=0", "cache.num_blocks_override=0 is out of range"),
+        ("parallel.tp=0", "parallel.tp=0 is out of range: it must be >= 1"),
+        ("parallel.dp=-1", "parallel.dp=-1 is out of range"),
+        ("parallel.master_port=70000", "parallel.master_port=70000 is out of range"),
+        ("scheduler.max_num_seqs=0", "scheduler.max_num_seqs=0 is out of range"),
+        ("scheduler.max_num_batched_tokens=0", "scheduler.max_num_batched_tokens=0 is out"),
+        ("scheduler.long_prefill_token_threshold=-1", "long_prefill_token_threshold=-1"),
+        ("observability.stats_interval_s=0", "observability.stats_interval_s=0.0 is out"),
+        ("server.port=-1", "server.port=-1 is out of range"),
+        ("server.shutdown_timeout_s=-1", "server.shutdown_timeout_s=-1.0 is out of range"),
+        ("server.max_queued_requests=0", "server.max_queued_requests=0 is out of range"),
+        ("device.memory_gib=0", "device.memory_gib=0.0 is out of range"),
+    ],
+)
+def test_field_ranges(ckpt: Path, override: str, expected: str) -> None:
+    assert expected in _error(_with(ckpt, override))
+
+
+def test_range_errors_are_reported_together(ckpt: Path) -> None:
+    message = _error(_with(ckpt, "parallel.tp=0", "server.port=-1"))
+    assert message.startswith("2 config errors:")
+    assert "parallel.tp=0" in message and "server.port=-1" in message
+
+
+def test_block_size_must_be_a_power_of_two(ckpt: Path) -> None:
+    message = _error(_with(ckpt, "cache.block_size=24"))
+    assert "cache.block_size=24 is not a power of two in [1, 256]" in message
+    assert "cache.block_size=16" in message
+
+
+def test_capture_sizes_must_be_positive(ckpt: Path) -> None:
+    message = _error(_with(ckpt, "compilation.cudagraph_capture_sizes=[1,0]"))
+    assert "compilation.cudagraph_capture_sizes=[1, 0] holds [0]" in message
+
+
+# ---- model and parallelism ----
+
+
+def test_tp_must_divide_attention_heads(ckpt: Path) -> None:
+    message = _error(_with(ckpt, "parallel.tp=4", "model.name=tiny"))
+    assert message == (
+        "parallel.tp=4 does not divide model.num_attention_heads=6 (model=tiny). "
+        "Use parallel.tp in {1, 2}."
+    )
+
+
+def test_tp_must_split_or_replicate_kv_heads(write_checkpoint) -> None:
+    ckpt = write_checkpoint(num_attention_heads=12, num_key_value_heads=8, hidden_size=384)
+    message = _error(_with(ckpt, "parallel.tp=3"))
+    assert "parallel.tp=3 neither divides nor is a multiple of model.num_key_value_heads=8" in message
+    assert "Use parallel.tp in {1, 2, 4}" in message
+
+
+def test_tp_must_divide_the_mlp(write_checkpoint) -> None:
+    ckpt = write_checkpoint(intermediate_size=1004, num_attention_heads=8, num_key_value_heads=8)
+    message = _error(_with(ckpt, "parallel.tp=8"))
+    assert "parallel.tp=8 does not divide model.intermediate_size=1004" in message
+    assert "Use parallel.tp in {1, 2, 4}" in message
+
+
+def test_pp_needs_a_layer_per_stage(ckpt: Path) -> None:
+    message = _error(_with(ckpt, "parallel.pp=5"))
+    assert "parallel.pp=5 exceeds model.num_hidden_layers=4" in message
+    assert "Use parallel.pp<=4" in message
+
+
+def test_max_model_len_within_the_models_limit(ckpt: Path) -> None:
+    message = _error(_with(ckpt, "model.max_model_len=4096"))
+    assert "model.max_model_len=4096 exceeds the model's limit 2048" in message
+    assert "max_position_embeddings" in message and "Use model.max_model_len<=2048" in message
+
+
+def test_sliding_window_caps_max_model_len(write_checkpoint) -> None:
+    ckpt = write_checkpoint(sliding_window=1024)
+    message = _error(_with(ckpt))
+    assert "model.max_model_len=2048 exceeds the model's sliding_window=1024" in message
+    compose_config(_with(ckpt, "model.max_model_len=1024"))
+
+
+def test_revision_applies_to_hub_ids_only(ckpt: Path) -> None:
+    message = _error(_with(ckpt, "model.revision=main"))
+    assert "model.revision=main applies to hub ids" in message
+    assert "Remove model.revision" in message
+
+
+def test_unsupported_architecture_is_named(write_checkpoint) -> None:
+    ckpt = write_checkpoint(architectures=["GPT2LMHeadModel"])
+    message = _error(_with(ckpt))
+    assert "architectures=['GPT2LMHeadModel']" in message
+    assert "LlamaForCausalLM" in message
+
+
+def test_unsupported_activation_and_rope(write_checkpoint) -> None:
+    assert "hidden_act=gelu" in _error(_with(write_checkpoint("a", hidden_act="gelu")))
+    yarn = {"rope_theta": 1e4, "rope_type": "yarn", "factor": 4.0}
+    assert "rope_type=yarn" in _error(_with(write_checkpoint("b", rope_parameters=yarn)))
+
+
+def test_missing_model_path_and_config(tmp_path: Path) -> None:
+    assert "model.path is empty" in _error(["model.path="])
+    missing = _error([f"model.path={tmp_path / 'nope'}"])
+    assert "is neither a local directory nor a hub id" in missing
+    assert "no config.json" in _error([f"model.path={tmp_path}"])
+
+
+# ---- scheduler ----
+
+
+def test_batched_tokens_cover_max_model_len_without_chunking(ckpt: Path) -> None:
+    message = _error(
+        _with(
+            ckpt,
+            "scheduler.enable_chunked_prefill=false",
+            "scheduler.max_num_batched_tokens=1024",
+        )
+    )
+    assert "scheduler.max_num_batched_tokens=1024 is smaller than model.max_model_len=2048" in (
+        message
+    )
+    assert "Use scheduler.max_num_batched_tokens>=2048" in message
+
+
+def test_batched_tokens_cover_max_num_seqs(ckpt: Path) -> None:
+    message = _error(_with(ckpt, "scheduler.max_num_batched_tokens=64"))
+    assert "scheduler.max_num_batched_tokens=64 is smaller than scheduler.max_num_seqs=128" in (
+        message
+    )
+
+
+def test_long_prefill_threshold_within_max_model_len(ckpt: Path) -> None:
+    message = _error(_with(ckpt, "model.max_model_len=512", "scheduler.long_prefill_token_threshold=600"))
+    assert "scheduler.long_prefill_token_threshold=600 exceeds model.max_model_len=512" in message
+
+
+# ---- executor and device ----
+
+
+def test_uni_backend_runs_one_worker(ckpt: Path) -> None:
+    message = _error(_with(ckpt, "parallel.backend=uni", "parallel.tp=2"))
+    assert "parallel.backend=uni runs one worker, but parallel.tp x parallel.pp = 2" in message
+
+
+def test_more_than_one_node_needs_ray(ckpt: Path) -> None:
+    assert "Use parallel.backend=ray" in _error(_with(ckpt, "parallel.nnodes=2"))
+
+
+def test_cuda_must_be_present_for_a_real_run(ckpt: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    message = _error([f"model.path={ckpt}", "device=cuda"])
+    assert "device=cuda, but torch sees no CUDA device" in message
+    assert compose_config([f"model.path={ckpt}", "device=cuda", "dry_run=true"])
+
+
+def test_world_size_against_devices(ckpt: Path, caplog: pytest.LogCaptureFixture) -> None:
+    gpu = compose_config([f"model.path={ckpt}", "device=cuda", "dry_run=true", "parallel.tp=2"])
+    one_gpu = CheckContext(dry_run=False, cuda_device_count=1, cpu_count=2)
+    (message,) = check_world_size_fits_devices(gpu, one_gpu)
+    assert "= 2 GPUs, but 1 CUDA device(s) are visible" in message
+    cpu_device = replace(gpu.device, type=DeviceType.cpu)
+    cpu = replace(gpu, device=cpu_device, parallel=replace(gpu.parallel, dp=2))
+    with caplog.at_level(logging.WARNING):
+        assert check_world_size_fits_devices(cpu, one_gpu) == []
+    assert "share 2 CPU cores" in caplog.text
+
+
+def test_device_memory_within_the_gpu(ckpt: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    class Props:
+        total_memory = 16 << 30
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda _: Props())
+    config = compose_config(_with(ckpt, "device=cuda", "device.memory_gib=80", "dry_run=true"))
+    ctx = CheckContext(dry_run=False, cuda_device_count=1, cpu_count=2)
+    (message,) = check_device_memory(config, ctx)
+    assert "device.memory_gib=80.0 exceeds the GPU's 16.00 GiB" in message
+
+
+def test_cudagraph_needs_cuda(ckpt: Path) -> None:
+    message = _error(_with(ckpt, "compilation=cudagraph"))
+    assert "compilation.mode=cudagraph needs CUDA, but device=cpu" in message
+
+
+def test_triton_on_cpu_needs_the_interpreter(ckpt: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    assert "TRITON_INTERPRET=1" in _error(_with(ckpt, "attention=triton"))
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert compose_config(_with(ckpt, "attention=triton")).attention.backend.value == "triton"
+
+
+# ---- lora and speculative decoding ----
+
+
+def test_lora_rules(ckpt: Path) -> None:
+    assert "lora.max_lora_rank=24 is not a supported rank" in _error(
+        _with(ckpt, "lora=enabled", "lora.max_lora_rank=24")
+    )
+    assert "lora.max_cpu_loras=1 is smaller than lora.max_loras=2" in _error(
+        _with(ckpt, "lora=enabled", "lora.max_loras=2", "lora.max_cpu_loras=1")
+    )
+    assert "lora.adapters is set but lora.enabled=false" in _error(
+        _with(ckpt, "+lora.adapters.sql=/tmp/sql")
+    )
+
+
+def test_speculative_rules(ckpt: Path) -> None:
+    assert "speculative.num_speculative_tokens=0 must be >= 1" in _error(
+        _with(ckpt, "speculative=ngram", "speculative.num_speculative_tokens=0")
+    )
+    assert "1 <= prompt_lookup_min <= prompt_lookup_max" in _error(
+        _with(ckpt, "speculative=ngram", "speculative.prompt_lookup_min=5")
+    )
+    assert "has no effect with speculative.method=none" in _error(
+        _with(ckpt, "speculative.num_speculative_tokens=2")
+    )
+
+
+# ---- files and memory ----
+
+
+def test_weights_must_be_on_disk_for_a_real_run(write_checkpoint) -> None:
+    ckpt = write_checkpoint(weights=False)
+    assert "holds no *.safetensors weights" in _error(_with(ckpt))
+    assert compose_config(_with(ckpt, "load.format=dummy"))
+    assert compose_config(_with(ckpt, "dry_run=true"))
+
+
+def test_hub_id_without_weights_needs_dummy_or_a_directory() -> None:
+    message = _error(["model=llama3", "device=cpu", "cache.kv_cache_memory_gib=8"])
+    assert "model.path=meta-llama/Meta-Llama-3-8B-Instruct is not on this machine" in message
+    assert "load.format=dummy" in message
+
+
+def test_kv_cache_must_hold_one_full_request(ckpt: Path) -> None:
+    # 4 layers x 2 KV heads x 64 dims x 2 (K, V) x 2 bytes = 2048 B per token.
+    message = _error(_with(ckpt, "cache.kv_cache_memory_gib=0.001"))
+    assert "cache.kv_cache_memory_gib: the KV cache holds 32 blocks (512 tokens" in message
+    assert "fewer than one request of model.max_model_len=2048 needs (128 blocks" in message
+    assert "Use cache.kv_cache_memory_gib>=0.004, or model.max_model_len<=512" in message
+    assert compose_config(_with(ckpt, "cache.kv_cache_memory_gib=0.001", "model.max_model_len=512"))
+
+
+def test_num_blocks_override_must_hold_one_request(ckpt: Path) -> None:
+    message = _error(_with(ckpt, "cache.num_blocks_override=10"))
+    assert "Use cache.num_blocks_override>=128, or model.max_model_len<=160" in message
+
+
+def test_gpu_without_room_for_the_kv_cache() -> None:
+    message = _error(["model=llama3-70b", "device=cuda", "dry_run=true"])
+    assert message.startswith("No memory left for the KV cache")
+    assert "cache.memory_utilization=0.9 x 80.00 GiB" in message
+    assert compose_config(["model=llama3-70b", "device=cuda", "dry_run=true", "parallel.tp=4"])

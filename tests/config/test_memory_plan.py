@@ -1,0 +1,50 @@
+"""The memory plan's arithmetic, checked against hand-computed figures."""
+
+from __future__ import annotations
+
+from vllm_hydra.config import compose_config, plan_memory
+from vllm_hydra.config.memory_plan import GIB
+
+
+def test_llama3_8b_across_four_gpus() -> None:
+    config = compose_config(["model=llama3", "device=cuda", "dry_run=true", "parallel.tp=4"])
+    plan = plan_memory(config)
+    assert config.arch.num_params() == 8_030_261_248  # Meta-Llama-3-8B's published count
+    # 32 layers x (8 KV heads / 4 ranks) x 128 dims x K and V x 2 bytes
+    assert plan.kv_bytes_per_token == 32 * 2 * 128 * 2 * 2 == 32_768
+    assert plan.kv_bytes_per_block == 16 * 32_768
+    assert plan.weight_bytes == 8_030_261_248 * 2 // 4
+    assert plan.assumed_device_memory and plan.device_memory_bytes == 80 * GIB
+    budget = int(80 * GIB * 0.9) - plan.weight_bytes - plan.activation_bytes
+    assert plan.kv_budget_bytes == budget
+    assert plan.num_blocks == budget // plan.kv_bytes_per_block
+    assert plan.max_concurrency == plan.num_blocks / (8192 / 16)
+
+
+def test_kv_heads_are_replicated_beyond_their_count() -> None:
+    config = compose_config(["model=llama3", "device=cuda", "dry_run=true", "parallel.tp=16"])
+    assert plan_memory(config).kv_bytes_per_token == 32 * 1 * 128 * 2 * 2
+
+
+def test_pipeline_stages_split_the_layers() -> None:
+    config = compose_config(["model=llama3", "device=cuda", "dry_run=true", "parallel.pp=3"])
+    assert plan_memory(config).kv_bytes_per_token == 11 * 8 * 128 * 2 * 2  # ceil(32 / 3) layers
+
+
+def test_cpu_plan_uses_the_explicit_kv_size(write_checkpoint) -> None:
+    ckpt = write_checkpoint()
+    config = compose_config([f"model.path={ckpt}", "device=cpu", "cache.kv_cache_memory_gib=1"])
+    plan = plan_memory(config)
+    assert plan.device_memory_bytes is None
+    assert plan.kv_bytes_per_token == 4 * 2 * 64 * 2 * 2  # bf16 on CPU
+    assert plan.num_blocks == GIB // (16 * 2048)
+    assert plan.budget_key == "cache.kv_cache_memory_gib"
+    assert "KV cache blocks" in plan.describe()
+
+
+def test_num_blocks_override_wins(write_checkpoint) -> None:
+    ckpt = write_checkpoint()
+    config = compose_config([f"model.path={ckpt}", "device=cpu", "cache.num_blocks_override=200"])
+    plan = plan_memory(config)
+    assert plan.num_blocks == 200
+    assert plan.budget_key == "cache.num_blocks_override"
