@@ -38,8 +38,8 @@ def write_checkpoint(tmp_path: Path) -> WriteCheckpoint:
     `weights=False`, a small model.safetensors (the config stage only checks it exists)."""
 
     def write(name: str = "ckpt", weights: bool = True, **changes: Any) -> Path:
-        from safetensors.torch import save_file
         import torch
+        from safetensors.torch import save_file
 
         path = tmp_path / name
         path.mkdir()

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from hydra.core.global_hydra import GlobalHydra
 
+from tests.conftest import BASE_HF_CONFIG
 from vllm_hydra.config import (
     AttentionBackendName,
     DeviceType,
@@ -17,7 +18,6 @@ from vllm_hydra.config import (
     ModelDType,
     compose_config,
 )
-from tests.conftest import BASE_HF_CONFIG
 from vllm_hydra.config.cache import DEFAULT_CPU_KV_CACHE_GIB
 
 
