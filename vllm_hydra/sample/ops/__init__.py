@@ -1,0 +1,1 @@
+"""Batched tensor operations on logits that the sampler composes."""
