@@ -1,0 +1,77 @@
+"""`SchedulerOutput`: what one step asks the model runner to compute (vLLM's sched/output.py).
+
+The runner keeps per-request state (token ids, block table, sampling state) across steps; this
+message carries only what changed:
+
+- `scheduled_new_reqs`: requests the runner has no state for. A request runs here the first
+  time it is scheduled and again each time it resumes after preemption.
+- `scheduled_cached_reqs`: requests that were scheduled in the previous step they ran in and
+  continue from there; only their new blocks and progress are sent.
+- `preempted_req_ids` and `finished_req_ids`: requests whose runner state is to be dropped.
+
+Preemption rule. A request preempted in step N is listed in step N's `preempted_req_ids` and
+does not appear in step N's scheduled requests; the runner drops its state. Its KV cache is
+freed, so it is recomputed: when it is scheduled again it arrives in `scheduled_new_reqs` with
+`output_token_ids` holding the tokens it has generated so far (the runner's token list is
+prompt + outputs), `num_computed_tokens` = its prefix-cache hit (or 0), and fresh `block_ids`.
+`CachedRequestData.resumed_from_preemption` is therefore always False here.
+
+A request that finishes (stop, length or abort) in step N is listed in the
+`finished_req_ids` of the next SchedulerOutput.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vllm_hydra.sampling_params import SamplingParams
+
+
+@dataclass
+class NewRequestData:
+    req_id: str
+    prompt_token_ids: list[int]
+    sampling_params: SamplingParams
+    # The request's whole block table.
+    block_ids: list[int]
+    # Tokens already in the KV cache (prefix-cache hit); this step computes from here.
+    num_computed_tokens: int
+    # Tokens generated before a preemption; empty for a request's first schedule.
+    output_token_ids: list[int] = field(default_factory=list)
+    # The EOS id the sampler masks until min_tokens are out (None: the model has none).
+    eos_token_id: int | None = None
+
+
+@dataclass
+class CachedRequestData:
+    """Requests continuing from their previous step, one entry per request in each list."""
+
+    req_ids: list[str] = field(default_factory=list)
+    # Always False: a resumed request is sent as a NewRequestData instead.
+    resumed_from_preemption: list[bool] = field(default_factory=list)
+    # Only filled for resumed requests (the full token list), so always empty lists here: the
+    # runner appends the tokens it sampled itself.
+    new_token_ids: list[list[int]] = field(default_factory=list)
+    # Block ids appended to the request's block table this step; None when none were.
+    new_block_ids: list[list[int] | None] = field(default_factory=list)
+    # Tokens in the KV cache before this step.
+    num_computed_tokens: list[int] = field(default_factory=list)
+
+    @property
+    def num_reqs(self) -> int:
+        return len(self.req_ids)
+
+
+@dataclass
+class SchedulerOutput:
+    scheduled_new_reqs: list[NewRequestData]
+    scheduled_cached_reqs: CachedRequestData
+    # Tokens to compute this step per request id, over new and cached requests.
+    num_scheduled_tokens: dict[str, int]
+    total_num_scheduled_tokens: int
+    finished_req_ids: set[str]
+    preempted_req_ids: set[str]
+
+    @classmethod
+    def make_empty(cls) -> SchedulerOutput:
+        return cls([], CachedRequestData(), {}, 0, set(), set())

@@ -1,0 +1,387 @@
+"""`Scheduler`: vLLM v1's single token-budget loop, preemption by recompute, and stop checks.
+
+There are no prefill and decode phases. Each step hands out `max_num_batched_tokens` tokens:
+first to the running requests (in queue order), then to waiting ones, and each request gets as
+many as it lacks (`num_tokens - num_computed_tokens`) within the budget. This covers chunked
+prefill, prefix-cache hits and requests resumed after preemption with one rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from vllm_hydra.config.scheduler import SchedulerPolicy
+from vllm_hydra.config.vllm import VllmConfig
+from vllm_hydra.core.kv_cache_manager import KVCacheManager, cdiv
+from vllm_hydra.core.request import Request, RequestStatus
+from vllm_hydra.core.request_queue import create_request_queue
+from vllm_hydra.core.sched_output import CachedRequestData, NewRequestData, SchedulerOutput
+from vllm_hydra.core.sched_utils import check_stop
+from vllm_hydra.engine.messages import EngineCoreOutput
+from vllm_hydra.outputs import LogprobsLists, LogprobsTensors, ModelRunnerOutput
+
+LogprobsTuple = tuple[list[list[int]], list[list[float]], list[int]]
+
+
+@dataclass
+class SchedulerStats:
+    """A snapshot for logging and metrics. Counters are totals since start (take differences)."""
+
+    num_running: int
+    num_waiting: int
+    kv_cache_usage: float
+    prefix_cache_queries: int
+    prefix_cache_hits: int
+    num_preemptions: int
+
+
+@dataclass
+class _StepPlan:
+    """What one call of `schedule` has decided so far."""
+
+    token_budget: int
+    num_scheduled_tokens: dict[str, int] = field(default_factory=dict)
+    new_reqs: list[Request] = field(default_factory=list)
+    running_reqs: list[Request] = field(default_factory=list)
+    new_block_ids: dict[str, list[int]] = field(default_factory=dict)
+    preempted: list[Request] = field(default_factory=list)
+
+    def add(self, request: Request, num_tokens: int) -> None:
+        self.num_scheduled_tokens[request.request_id] = num_tokens
+        self.token_budget -= num_tokens
+
+
+class Scheduler:
+    """Decides each step which requests compute how many tokens, and digests the results.
+
+    One engine step: `schedule()` -> the runner executes the SchedulerOutput ->
+    `update_from_output()` appends the sampled tokens and returns the EngineCoreOutputs.
+    Preemption is by recompute: the victim (fcfs: the last to arrive; priority: the largest
+    priority value, then the last to arrive) loses its KV cache, goes back to the front of the
+    waiting queue, and is sent to the runner as a new request when it resumes.
+    """
+
+    def __init__(self, vllm_config: VllmConfig, num_gpu_blocks: int) -> None:
+        sched, cache = vllm_config.scheduler, vllm_config.cache
+        if vllm_config.model.max_model_len is None or sched.max_num_batched_tokens is None:
+            raise ValueError("Scheduler needs a resolved VllmConfig (see create_vllm_config)")
+        self.max_model_len = vllm_config.model.max_model_len
+        self.max_num_seqs = sched.max_num_seqs
+        self.max_num_scheduled_tokens = sched.max_num_batched_tokens
+        self.enable_chunked_prefill = sched.enable_chunked_prefill
+        self.long_prefill_token_threshold = sched.long_prefill_token_threshold
+        self.policy = sched.policy
+        self.block_size = cache.block_size
+        self.num_gpu_blocks = num_gpu_blocks
+        # A request is length-capped at max_model_len, or earlier if it would outgrow the whole
+        # KV cache (its last token needs no KV): then it could never run again, even alone.
+        self.max_request_len = min(self.max_model_len, (num_gpu_blocks - 1) * cache.block_size + 1)
+        self.kv_cache_manager = KVCacheManager(
+            num_gpu_blocks, cache.block_size, cache.enable_prefix_caching, self.max_model_len
+        )
+        self.requests: dict[str, Request] = {}
+        self.waiting = create_request_queue(sched.policy)
+        self.running: list[Request] = []
+        # Finished since the last schedule(); the next SchedulerOutput tells the runner.
+        self.finished_req_ids: set[str] = set()
+        self.num_preemptions = 0
+
+    # ---- requests in and out ----
+
+    def add_request(self, request: Request) -> None:
+        """Queue a new request. Raises ValueError for one that could never be scheduled."""
+        self._check_request(request)
+        request.status = RequestStatus.WAITING
+        self.requests[request.request_id] = request
+        self.waiting.add_request(request)
+
+    def _check_request(self, request: Request) -> None:
+        rid, num_prompt = request.request_id, request.num_prompt_tokens
+        if rid in self.requests:
+            raise ValueError(f"Request id {rid!r} is already in the scheduler")
+        if num_prompt == 0:
+            raise ValueError(f"Request {rid!r} has an empty prompt")
+        if num_prompt > self.max_model_len:
+            raise ValueError(
+                f"Request {rid!r}: prompt of {num_prompt} tokens exceeds "
+                f"max_model_len={self.max_model_len}"
+            )
+        if cdiv(num_prompt, self.block_size) > self.num_gpu_blocks - 1:
+            raise ValueError(
+                f"Request {rid!r}: prompt of {num_prompt} tokens exceeds the KV cache "
+                f"({self.num_gpu_blocks - 1} blocks of {self.block_size} tokens)"
+            )
+
+    def finish_requests(
+        self, request_ids: str | Iterable[str], finished_status: RequestStatus
+    ) -> None:
+        """End requests wherever they are (waiting, preempted or running); unknown ids are
+        ignored, since a request may finish on its own just before its abort arrives."""
+        if not RequestStatus.is_finished(finished_status):
+            raise ValueError(f"{finished_status.name} is not a finished status")
+        if isinstance(request_ids, str):
+            request_ids = (request_ids,)
+        for request_id in request_ids:
+            request = self.requests.get(request_id)
+            if request is None:
+                continue
+            if request.status == RequestStatus.RUNNING:
+                self.running.remove(request)
+            else:
+                self.waiting.remove_request(request)
+            request.status = finished_status
+            self._free_request(request)
+
+    def _free_request(self, request: Request) -> None:
+        self.kv_cache_manager.free(request)
+        del self.requests[request.request_id]
+        self.finished_req_ids.add(request.request_id)
+
+    def get_num_unfinished_requests(self) -> int:
+        return len(self.waiting) + len(self.running)
+
+    def has_unfinished_requests(self) -> bool:
+        return self.get_num_unfinished_requests() > 0
+
+    def reset_prefix_cache(self) -> bool:
+        return self.kv_cache_manager.reset_prefix_cache()
+
+    def make_stats(self) -> SchedulerStats:
+        prefix = self.kv_cache_manager.prefix_cache_stats
+        return SchedulerStats(
+            num_running=len(self.running),
+            num_waiting=len(self.waiting),
+            kv_cache_usage=self.kv_cache_manager.usage,
+            prefix_cache_queries=prefix.queries,
+            prefix_cache_hits=prefix.hits,
+            num_preemptions=self.num_preemptions,
+        )
+
+    # ---- schedule ----
+
+    def schedule(self) -> SchedulerOutput:
+        plan = _StepPlan(token_budget=self.max_num_scheduled_tokens)
+        self._schedule_running(plan)
+        # Admitting requests right after preempting would only preempt them again.
+        if not plan.preempted:
+            self._schedule_waiting(plan)
+        output = self._make_output(plan)
+        # Advance now, so the next step can schedule a request's next chunk before this one's
+        # results are in; update_from_output only appends the sampled tokens.
+        for request_id, num_tokens in plan.num_scheduled_tokens.items():
+            self.requests[request_id].num_computed_tokens += num_tokens
+        return output
+
+    def _cap_num_new_tokens(self, num_new: int, token_budget: int) -> int:
+        """Cap a request's missing tokens by the long-prefill threshold and the budget."""
+        if self.long_prefill_token_threshold > 0:
+            num_new = min(num_new, self.long_prefill_token_threshold)
+        return min(num_new, token_budget)
+
+    def _schedule_running(self, plan: _StepPlan) -> None:
+        # A snapshot, since preemption removes requests from self.running as we go.
+        for request in list(self.running):
+            if plan.token_budget <= 0:
+                break
+            if request.status != RequestStatus.RUNNING:  # preempted earlier in this step
+                continue
+            num_new = request.num_tokens - request.num_computed_tokens
+            num_new = self._cap_num_new_tokens(num_new, plan.token_budget)
+            if num_new == 0:  # e.g. its last step's token has not come back
+                continue
+            new_block_ids = self._allocate_or_preempt(request, num_new, plan)
+            if new_block_ids is None:  # it was the one to yield; others may still fit
+                continue
+            plan.add(request, num_new)
+            plan.running_reqs.append(request)
+            plan.new_block_ids[request.request_id] = new_block_ids
+
+    def _allocate_or_preempt(
+        self, request: Request, num_new: int, plan: _StepPlan
+    ) -> list[int] | None:
+        """Allocate slots, preempting the lowest-priority running requests until they fit.
+        Returns None if `request` itself had to be preempted."""
+        while True:
+            new_block_ids = self.kv_cache_manager.allocate_slots(request, num_new)
+            if new_block_ids is not None:
+                return new_block_ids
+            victim = self._select_victim()
+            self._unschedule(victim, plan)
+            self._preempt_request(victim)
+            plan.preempted.append(victim)
+            if victim is request:
+                return None
+
+    def _select_victim(self) -> Request:
+        """The running request that yields first: the last to arrive (fcfs), or the one with
+        the largest priority value, then the latest arrival (priority)."""
+
+        def rank(item: tuple[int, Request]) -> tuple[float, ...]:
+            index, request = item
+            if self.policy is SchedulerPolicy.priority:
+                return (request.priority, request.arrival_time, index)
+            return (request.arrival_time, index)
+
+        return max(enumerate(self.running), key=rank)[1]
+
+    def _unschedule(self, request: Request, plan: _StepPlan) -> None:
+        """Give back the budget of a request scheduled earlier in this step."""
+        num_tokens = plan.num_scheduled_tokens.pop(request.request_id, None)
+        if num_tokens is None:
+            return
+        plan.token_budget += num_tokens
+        plan.running_reqs.remove(request)
+        del plan.new_block_ids[request.request_id]
+
+    def _preempt_request(self, request: Request) -> None:
+        """Preemption is by recompute: free the KV cache and queue the request at the front."""
+        self.kv_cache_manager.free(request)
+        self.running.remove(request)
+        request.status = RequestStatus.PREEMPTED
+        request.num_computed_tokens = 0
+        self.waiting.prepend_request(request)
+        self.num_preemptions += 1
+
+    def _schedule_waiting(self, plan: _StepPlan) -> None:
+        while self.waiting and plan.token_budget > 0 and len(self.running) < self.max_num_seqs:
+            request = self.waiting.peek_request()
+            computed_blocks, num_hit_tokens = self.kv_cache_manager.get_computed_blocks(request)
+            num_new = request.num_tokens - num_hit_tokens
+            if self.enable_chunked_prefill:
+                num_new = self._cap_num_new_tokens(num_new, plan.token_budget)
+            elif num_new > plan.token_budget:
+                break  # without chunking the whole prompt must fit this step
+            new_block_ids = self.kv_cache_manager.allocate_slots(
+                request, num_new, computed_blocks, num_hit_tokens
+            )
+            if new_block_ids is None:
+                break
+            self.waiting.pop_request()
+            self._admit(request, num_hit_tokens)
+            plan.add(request, num_new)
+            plan.new_reqs.append(request)
+
+    def _admit(self, request: Request, num_hit_tokens: int) -> None:
+        request.status = RequestStatus.RUNNING
+        request.num_computed_tokens = num_hit_tokens
+        if request.num_cached_tokens < 0:
+            request.num_cached_tokens = num_hit_tokens
+        self.running.append(request)
+
+    def _make_output(self, plan: _StepPlan) -> SchedulerOutput:
+        finished, self.finished_req_ids = self.finished_req_ids, set()
+        return SchedulerOutput(
+            scheduled_new_reqs=[self._new_request_data(r) for r in plan.new_reqs],
+            scheduled_cached_reqs=self._cached_request_data(plan),
+            num_scheduled_tokens=plan.num_scheduled_tokens,
+            total_num_scheduled_tokens=sum(plan.num_scheduled_tokens.values()),
+            finished_req_ids=finished,
+            preempted_req_ids={r.request_id for r in plan.preempted},
+        )
+
+    def _new_request_data(self, request: Request) -> NewRequestData:
+        return NewRequestData(
+            req_id=request.request_id,
+            prompt_token_ids=request.prompt_token_ids,
+            sampling_params=request.sampling_params,
+            block_ids=self.kv_cache_manager.get_block_ids(request.request_id),
+            num_computed_tokens=request.num_computed_tokens,
+            output_token_ids=list(request.output_token_ids),
+            eos_token_id=request.eos_token_id,
+        )
+
+    def _cached_request_data(self, plan: _StepPlan) -> CachedRequestData:
+        data = CachedRequestData()
+        for request in plan.running_reqs:
+            data.req_ids.append(request.request_id)
+            data.resumed_from_preemption.append(False)
+            data.new_token_ids.append([])
+            data.new_block_ids.append(plan.new_block_ids[request.request_id] or None)
+            data.num_computed_tokens.append(request.num_computed_tokens)
+        return data
+
+    # ---- results ----
+
+    def update_from_output(
+        self, scheduler_output: SchedulerOutput, model_runner_output: ModelRunnerOutput
+    ) -> list[EngineCoreOutput]:
+        """Append each request's sampled tokens, apply the stop checks, free finished requests."""
+        outputs: list[EngineCoreOutput] = []
+        num_stopped = 0
+        logprob_rows = _logprob_rows(model_runner_output)
+        for request_id in scheduler_output.num_scheduled_tokens:
+            request = self.requests.get(request_id)
+            if request is None:  # aborted after it was scheduled
+                continue
+            index = model_runner_output.req_id_to_index[request_id]
+            output = self._update_request(
+                request,
+                model_runner_output.sampled_token_ids[index],
+                _slice_logprobs(model_runner_output.logprobs, logprob_rows.get(request_id)),
+                model_runner_output.prompt_logprobs_dict.get(request_id),
+            )
+            if output is not None:
+                outputs.append(output)
+                num_stopped += output.finished
+        if num_stopped:
+            self.running = [r for r in self.running if not r.is_finished()]
+        return outputs
+
+    def _update_request(
+        self,
+        request: Request,
+        sampled_token_ids: list[int],
+        logprobs: LogprobsLists | None,
+        prompt_logprobs: LogprobsTensors | None,
+    ) -> EngineCoreOutput | None:
+        if request.num_computed_tokens < request.num_tokens:
+            sampled_token_ids = []  # a prefill chunk that is not the last samples nothing
+        # A request recomputed after preemption has sent its prompt logprobs already.
+        if request.num_output_tokens > 0:
+            prompt_logprobs = None
+        new_token_ids = self._append_until_stop(request, sampled_token_ids)
+        if not new_token_ids and prompt_logprobs is None:
+            return None
+        if request.sampling_params.logprobs is None or logprobs is None or not new_token_ids:
+            new_logprobs = None
+        else:
+            new_logprobs = _as_tuple(logprobs.slice(0, len(new_token_ids)))
+        return EngineCoreOutput(
+            request_id=request.request_id,
+            new_token_ids=new_token_ids,
+            new_logprobs=new_logprobs,
+            new_prompt_logprobs=_as_tuple(prompt_logprobs.tolists()) if prompt_logprobs else None,
+            finish_reason=request.get_finished_reason(),
+            stop_reason=request.stop_reason,
+            num_cached_tokens=max(request.num_cached_tokens, 0),
+        )
+
+    def _append_until_stop(self, request: Request, sampled_token_ids: list[int]) -> list[int]:
+        new_token_ids: list[int] = []
+        for token_id in sampled_token_ids:
+            request.append_output_token_ids(token_id)
+            new_token_ids.append(token_id)
+            if check_stop(request, self.max_request_len):
+                self._free_request(request)
+                break
+        return new_token_ids
+
+
+def _logprob_rows(output: ModelRunnerOutput) -> dict[str, int]:
+    """The first logprobs row of each request: rows follow req_ids, one per sampled token."""
+    rows, row = {}, 0
+    for request_id in output.req_ids:
+        rows[request_id] = row
+        row += len(output.sampled_token_ids[output.req_id_to_index[request_id]])
+    return rows
+
+
+def _slice_logprobs(logprobs: LogprobsLists | None, start: int | None) -> LogprobsLists | None:
+    if logprobs is None or start is None:
+        return None
+    return logprobs.slice(start, len(logprobs.selected_token_ranks))
+
+
+def _as_tuple(lists: LogprobsLists) -> LogprobsTuple:
+    return (lists.logprob_token_ids, lists.logprobs, lists.selected_token_ranks)
