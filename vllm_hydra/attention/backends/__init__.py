@@ -1,0 +1,1 @@
+"""Attention backends: each pairs a KV cache layout with an implementation."""

@@ -1,0 +1,1 @@
+"""Process groups for tensor parallelism (single process until issue 5)."""

@@ -1,0 +1,15 @@
+"""SwiGLU's gate: silu(gate) * up on the fused gate_up projection's output."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SiluAndMul(nn.Module):
+    """x = [gate, up] along the last dim (each d wide) -> silu(gate) * up, d wide."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = x.shape[-1] // 2
+        return F.silu(x[..., :d]) * x[..., d:]

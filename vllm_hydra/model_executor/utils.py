@@ -1,0 +1,58 @@
+"""Helpers shared by the layers' weight loaders."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+class WeightShapeError(ValueError):
+    """A checkpoint tensor whose shape does not fit the parameter (slice) it is loaded into."""
+
+    def __init__(self, expected: tuple[int, ...], got: tuple[int, ...]) -> None:
+        self.expected = expected
+        self.got = got
+        super().__init__(f"expected shape {list(expected)}, got {list(got)}")
+
+
+def set_weight_attrs(param: torch.Tensor, attrs: dict[str, Any]) -> None:
+    """Attach loader hooks (e.g. `weight_loader`) to a parameter, as vLLM does."""
+    for key, value in attrs.items():
+        setattr(param, key, value)
+
+
+def copy_weight(dst: torch.Tensor, src: torch.Tensor) -> None:
+    """Copy a checkpoint tensor into a parameter (slice), casting dtype, checking the shape."""
+    if tuple(dst.shape) != tuple(src.shape):
+        raise WeightShapeError(tuple(dst.shape), tuple(src.shape))
+    dst.copy_(src)
+
+
+def shard(loaded: torch.Tensor, dim: int, rank: int, world_size: int) -> torch.Tensor:
+    """This rank's equal slice of a full checkpoint tensor along `dim`.
+
+    A wrong-sized checkpoint tensor gives a wrong-sized slice, which `copy_weight` reports.
+    """
+    if world_size == 1:
+        return loaded
+    size = loaded.shape[dim] // world_size
+    return loaded.narrow(dim, rank * size, size)
+
+
+def default_weight_loader(param: torch.Tensor, loaded: torch.Tensor) -> None:
+    """Load an unsharded parameter (norm weights, replicated tensors)."""
+    copy_weight(param.data, loaded)
+
+
+class CheckpointMismatchError(ValueError):
+    """Checkpoint tensors the model has no place for, or whose shapes do not fit.
+
+    Raised by a model's load_weights after it has read every tensor, so that one error lists
+    every problem; the model loader adds the files and the missing tensors.
+    """
+
+    def __init__(self, unexpected: list[str], mis_shaped: dict[str, str]) -> None:
+        self.unexpected = unexpected
+        self.mis_shaped = mis_shaped  # checkpoint name -> what was wrong
+        super().__init__(f"unexpected tensors: {unexpected}; mis-shaped tensors: {mis_shaped}")
