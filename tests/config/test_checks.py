@@ -282,15 +282,16 @@ def test_hub_id_without_weights_needs_dummy_or_a_directory() -> None:
 def test_kv_cache_must_hold_one_full_request(ckpt: Path) -> None:
     # 4 layers x 2 KV heads x 64 dims x 2 (K, V) x 2 bytes = 2048 B per token.
     message = _error(_with(ckpt, "cache.kv_cache_memory_gib=0.001"))
-    assert "cache.kv_cache_memory_gib: the KV cache holds 32 blocks (512 tokens" in message
+    # 32 blocks of 16 tokens, one of them the reserved null block.
+    assert "cache.kv_cache_memory_gib: the KV cache holds 31 usable blocks (496 tokens" in message
     assert "fewer than one request of model.max_model_len=2048 needs (128 blocks" in message
-    assert "Use cache.kv_cache_memory_gib>=0.004, or model.max_model_len<=512" in message
-    assert compose_config(_with(ckpt, "cache.kv_cache_memory_gib=0.001", "model.max_model_len=512"))
+    assert "Use cache.kv_cache_memory_gib>=0.004, or model.max_model_len<=496" in message
+    assert compose_config(_with(ckpt, "cache.kv_cache_memory_gib=0.001", "model.max_model_len=496"))
 
 
 def test_num_blocks_override_must_hold_one_request(ckpt: Path) -> None:
     message = _error(_with(ckpt, "cache.num_blocks_override=10"))
-    assert "Use cache.num_blocks_override>=128, or model.max_model_len<=160" in message
+    assert "Use cache.num_blocks_override>=129, or model.max_model_len<=144" in message
 
 
 def test_gpu_without_room_for_the_kv_cache() -> None:

@@ -380,7 +380,7 @@ def check_weights_present(c: VllmConfig, ctx: CheckContext) -> list[str]:
 
 def check_kv_cache_fits(c: VllmConfig, plan: MemoryPlan) -> list[str]:
     """vLLM's start-up check: the KV cache must hold one request of max_model_len tokens."""
-    if plan.num_blocks >= plan.blocks_per_request:
+    if plan.usable_blocks >= plan.blocks_per_request:
         return []
     if plan.kv_budget_bytes <= 0:
         used = plan.weight_bytes + plan.activation_bytes
@@ -394,7 +394,7 @@ def check_kv_cache_fits(c: VllmConfig, plan: MemoryPlan) -> list[str]:
     fit_len = plan.kv_cache_tokens
     needed_gib = plan.blocks_per_request * plan.kv_bytes_per_block / GIB
     return [
-        f"{plan.budget_key}: the KV cache holds {plan.num_blocks} blocks "
+        f"{plan.budget_key}: the KV cache holds {plan.usable_blocks} usable blocks "
         f"({fit_len} tokens, {plan.kv_budget_bytes / GIB:.3f} GiB), fewer than one request of "
         f"model.max_model_len={plan.max_model_len} needs ({plan.blocks_per_request} blocks, "
         f"{needed_gib:.3f} GiB). {_kv_fix(plan, needed_gib)}, or model.max_model_len<={fit_len} "
@@ -404,7 +404,7 @@ def check_kv_cache_fits(c: VllmConfig, plan: MemoryPlan) -> list[str]:
 
 def _kv_fix(plan: MemoryPlan, needed_gib: float) -> str:
     if plan.budget_key == "cache.num_blocks_override":
-        return f"Use cache.num_blocks_override>={plan.blocks_per_request}"
+        return f"Use cache.num_blocks_override>={plan.blocks_per_request + 1}"
     if plan.budget_key == "cache.kv_cache_memory_gib":
         return f"Use cache.kv_cache_memory_gib>={needed_gib:.3f}"
     return "Raise cache.memory_utilization"

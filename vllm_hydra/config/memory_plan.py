@@ -40,8 +40,13 @@ class MemoryPlan:
         return self.kv_bytes_per_token * self.block_size
 
     @property
+    def usable_blocks(self) -> int:
+        """Blocks requests can use: block 0 is the block pool's reserved null block."""
+        return max(self.num_blocks - 1, 0)
+
+    @property
     def kv_cache_tokens(self) -> int:
-        return self.num_blocks * self.block_size
+        return self.usable_blocks * self.block_size
 
     @property
     def blocks_per_request(self) -> int:
@@ -50,7 +55,7 @@ class MemoryPlan:
     @property
     def max_concurrency(self) -> float:
         """How many requests of max_model_len tokens the KV cache holds at once."""
-        return self.num_blocks / self.blocks_per_request
+        return self.usable_blocks / self.blocks_per_request
 
     def describe(self) -> str:
         rows = [
