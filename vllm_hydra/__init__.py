@@ -16,6 +16,10 @@ _EXPORTS = {
     "VllmConfig": "vllm_hydra.config.vllm",
     "compose_config": "vllm_hydra.config.compose",
     "create_vllm_config": "vllm_hydra.config.create",
+    "LLM": "vllm_hydra.entrypoints.llm",
+    "SamplingParams": "vllm_hydra.sampling_params",
+    "RequestOutput": "vllm_hydra.request_output",
+    "CompletionOutput": "vllm_hydra.request_output",
 }
 __all__ = sorted(_EXPORTS)
 

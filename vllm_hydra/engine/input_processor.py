@@ -1,0 +1,73 @@
+"""`InputProcessor`: prompts and sampling parameters -> validated `EngineCoreRequest`s.
+
+Every check a request can fail happens here, before the engine sees it, so the server can
+answer 400 naming the parameter before streaming a byte.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from transformers import PreTrainedTokenizerBase
+
+from vllm_hydra.config.vllm import VllmConfig
+from vllm_hydra.engine.messages import EngineCoreRequest
+from vllm_hydra.sampling_params import SamplingParams, SamplingParamsError
+
+# Chat messages as the OpenAI API sends them.
+ChatMessages = Sequence[dict[str, str]]
+
+
+class InputProcessor:
+    def __init__(self, config: VllmConfig, tokenizer: PreTrainedTokenizerBase) -> None:
+        self.config = config
+        self.tokenizer = tokenizer
+        self.max_model_len = config.model.max_model_len or 0
+        self.vocab_size = config.arch.vocab_size
+
+    def tokenize(self, prompt: str | list[int]) -> list[int]:
+        if isinstance(prompt, str):
+            return self.tokenizer.encode(prompt)
+        return list(prompt)
+
+    def apply_chat_template(self, messages: ChatMessages) -> list[int]:
+        encoded = self.tokenizer.apply_chat_template(
+            list(messages), add_generation_prompt=True, tokenize=True
+        )
+        # transformers 5 returns a BatchEncoding here, 4.x a list.
+        return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
+
+    def process(
+        self,
+        request_id: str,
+        prompt_token_ids: list[int],
+        params: SamplingParams,
+        arrival_time: float | None = None,
+        priority: int = 0,
+    ) -> EngineCoreRequest:
+        self._validate(prompt_token_ids, params)
+        return EngineCoreRequest(
+            request_id=request_id,
+            prompt_token_ids=prompt_token_ids,
+            sampling_params=params,
+            eos_token_id=self.tokenizer.eos_token_id,
+            arrival_time=time.time() if arrival_time is None else arrival_time,
+            priority=priority,
+        )
+
+    def _validate(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
+        params.verify(self.vocab_size)
+        if not prompt_token_ids:
+            raise SamplingParamsError("prompt", "The prompt is empty.")
+        if any(not 0 <= t < self.vocab_size for t in prompt_token_ids):
+            raise SamplingParamsError(
+                "prompt", f"Token ids must be in [0, {self.vocab_size}) for this model."
+            )
+        if len(prompt_token_ids) >= self.max_model_len:
+            raise SamplingParamsError(
+                "prompt",
+                f"The prompt has {len(prompt_token_ids)} tokens; this model's maximum context "
+                f"length is {self.max_model_len}, which must leave room for at least one "
+                f"output token.",
+            )

@@ -1,0 +1,170 @@
+"""`OutputProcessor`: engine-core outputs -> `RequestOutput`s (vLLM's v1/engine/output_processor).
+
+It detokenizes incrementally, applies stop strings (asking the engine to abort a request that
+hit one), turns logprobs into per-token dicts, and fans the n sequences of a request back in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import PreTrainedTokenizerBase
+
+from vllm_hydra.engine.detokenizer import IncrementalDetokenizer
+from vllm_hydra.engine.messages import EngineCoreOutput, EngineCoreRequest, FinishReason
+from vllm_hydra.request_output import (
+    CompletionOutput,
+    Logprob,
+    PromptLogprobs,
+    RequestOutput,
+    SampleLogprobs,
+)
+
+LogprobsRows = tuple[list[list[int]], list[list[float]], list[int]]
+
+
+@dataclass
+class ParentRequest:
+    """A user request; its n sequences run in the engine as child requests."""
+
+    request_id: str
+    prompt: str | None
+    prompt_token_ids: list[int]
+    n: int
+    completions: dict[int, CompletionOutput] = field(default_factory=dict)
+    prompt_logprobs: PromptLogprobs | None = None
+    num_cached_tokens: int = 0
+
+    @property
+    def finished(self) -> bool:
+        return len(self.completions) == self.n and all(
+            c.finished for c in self.completions.values()
+        )
+
+    def to_output(self) -> RequestOutput:
+        outputs = [self.completions[i] for i in sorted(self.completions)]
+        return RequestOutput(
+            request_id=self.request_id,
+            prompt=self.prompt,
+            prompt_token_ids=self.prompt_token_ids,
+            outputs=outputs,
+            prompt_logprobs=self.prompt_logprobs,
+            finished=self.finished,
+            num_cached_tokens=self.num_cached_tokens,
+        )
+
+
+class RequestState:
+    """One engine request (one sequence of a parent)."""
+
+    def __init__(
+        self,
+        request: EngineCoreRequest,
+        parent: ParentRequest,
+        index: int,
+        detok: IncrementalDetokenizer,
+    ) -> None:
+        self.request_id = request.request_id
+        self.parent = parent
+        self.index = index
+        self.detokenizer = detok
+        params = request.sampling_params
+        self.wants_logprobs = params.logprobs is not None
+        self.wants_prompt_logprobs = params.prompt_logprobs is not None
+        # Rows carry the batch's widest top-N; each request keeps its own (-1: all of them).
+        self.num_logprobs = params.logprobs if params.logprobs not in (None, -1) else None
+        self.num_prompt_logprobs = (
+            params.prompt_logprobs if params.prompt_logprobs not in (None, -1) else None
+        )
+        self.logprobs: SampleLogprobs = []
+        self.cumulative_logprob = 0.0
+
+
+@dataclass
+class OutputProcessorOutput:
+    request_outputs: list[RequestOutput]  # parents whose every sequence has finished
+    reqs_to_abort: list[str]  # engine requests that hit a stop string
+
+
+class OutputProcessor:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        self.tokenizer = tokenizer
+        self.request_states: dict[str, RequestState] = {}
+
+    def add_request(
+        self, request: EngineCoreRequest, parent: ParentRequest, index: int = 0
+    ) -> None:
+        detok = IncrementalDetokenizer(self.tokenizer, request.sampling_params)
+        self.request_states[request.request_id] = RequestState(request, parent, index, detok)
+
+    def has_unfinished_requests(self) -> bool:
+        return bool(self.request_states)
+
+    def abort_requests(self, request_ids: list[str]) -> None:
+        for request_id in request_ids:
+            self.request_states.pop(request_id, None)
+
+    def process_outputs(self, outputs: list[EngineCoreOutput]) -> OutputProcessorOutput:
+        finished_parents: list[RequestOutput] = []
+        to_abort: list[str] = []
+        for output in outputs:
+            state = self.request_states.get(output.request_id)
+            if state is None:  # aborted meanwhile
+                continue
+            finish_reason = self._update(state, output)
+            if finish_reason is not None and not output.finished:
+                to_abort.append(output.request_id)  # a stop string: the engine still runs it
+            if finish_reason is not None:
+                del self.request_states[output.request_id]
+                if state.parent.finished:
+                    finished_parents.append(state.parent.to_output())
+        return OutputProcessorOutput(finished_parents, to_abort)
+
+    def _update(self, state: RequestState, output: EngineCoreOutput) -> FinishReason | None:
+        """Fold one step's output into the request; its finish reason, if it finished."""
+        stop_string = state.detokenizer.update(output.new_token_ids)
+        if state.wants_logprobs and output.new_logprobs is not None:
+            self._append_logprobs(state, output.new_logprobs)
+        if state.wants_prompt_logprobs and output.new_prompt_logprobs is not None:
+            self._append_prompt_logprobs(state, output.new_prompt_logprobs)
+        if output.num_cached_tokens:
+            state.parent.num_cached_tokens = output.num_cached_tokens
+        finish_reason, stop_reason = output.finish_reason, output.stop_reason
+        if stop_string is not None:
+            finish_reason, stop_reason = FinishReason.STOP, stop_string
+        state.parent.completions[state.index] = CompletionOutput(
+            index=state.index,
+            text=state.detokenizer.text,
+            token_ids=list(state.detokenizer.token_ids),
+            cumulative_logprob=state.cumulative_logprob if state.wants_logprobs else None,
+            logprobs=state.logprobs if state.wants_logprobs else None,
+            finish_reason=str(finish_reason) if finish_reason is not None else None,
+            stop_reason=stop_reason,
+        )
+        return finish_reason
+
+    def _append_logprobs(self, state: RequestState, rows: LogprobsRows) -> None:
+        for position in self._to_dicts(rows, state.num_logprobs):
+            state.logprobs.append(position)
+            state.cumulative_logprob += next(iter(position.values())).logprob
+
+    def _append_prompt_logprobs(self, state: RequestState, rows: LogprobsRows) -> None:
+        parent = state.parent
+        if parent.prompt_logprobs is None:
+            parent.prompt_logprobs = [None]  # nothing predicts the first prompt token
+        parent.prompt_logprobs.extend(self._to_dicts(rows, state.num_prompt_logprobs))
+
+    def _to_dicts(self, rows: LogprobsRows, top_n: int | None) -> list[dict[int, Logprob]]:
+        """Column 0 is the chosen token (with its rank); then the top `top_n` (None: all)."""
+        result = []
+        end = None if top_n is None else top_n + 1
+        for ids, logprobs, chosen_rank in zip(*rows, strict=True):
+            entry = {ids[0]: Logprob(logprobs[0], chosen_rank, self._decode(ids[0]))}
+            top = zip(ids[1:end], logprobs[1:end], strict=True)
+            for rank, (token, logprob) in enumerate(top, 1):
+                entry.setdefault(token, Logprob(logprob, rank, self._decode(token)))
+            result.append(entry)
+        return result
+
+    def _decode(self, token_id: int) -> str:
+        return self.tokenizer.decode([token_id])

@@ -1,0 +1,129 @@
+"""`LLM`: offline batch generation in the caller's process (vLLM's `LLM` class).
+
+llm = LLM(["model=tiny"])
+outputs = llm.generate(["Once upon a time"], SamplingParams(max_tokens=32))
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import msgspec
+from tqdm import tqdm
+
+from vllm_hydra.config.compose import compose_config
+from vllm_hydra.config.support import check_supported
+from vllm_hydra.config.vllm import VllmConfig
+from vllm_hydra.engine.core_client import InprocClient
+from vllm_hydra.engine.input_processor import ChatMessages, InputProcessor
+from vllm_hydra.engine.output_processor import OutputProcessor, ParentRequest
+from vllm_hydra.request_output import RequestOutput
+from vllm_hydra.sampling_params import SamplingParams
+from vllm_hydra.tokenizer import get_tokenizer
+
+PromptInput = str | list[int]
+Params = SamplingParams | Sequence[SamplingParams] | None
+
+
+class LLM:
+    def __init__(self, config: VllmConfig | list[str] | None = None) -> None:
+        """`config`: a built VllmConfig, or Hydra overrides for conf/serve.yaml."""
+        self.config = config if isinstance(config, VllmConfig) else compose_config(config or [])
+        check_supported(self.config)
+        self.tokenizer = get_tokenizer(self.config)
+        self.input_processor = InputProcessor(self.config, self.tokenizer)
+        self.output_processor = OutputProcessor(self.tokenizer)
+        self.engine_core = InprocClient(self.config)
+        self._request_counter = itertools.count()
+
+    def generate(
+        self,
+        prompts: PromptInput | Sequence[PromptInput],
+        sampling_params: Params = None,
+        use_tqdm: bool = True,
+    ) -> list[RequestOutput]:
+        """Generate for each prompt (text or token ids); outputs come back in input order."""
+        prompt_list = _as_prompt_list(prompts)
+        ids = [self.input_processor.tokenize(p) for p in prompt_list]
+        texts = [p if isinstance(p, str) else None for p in prompt_list]
+        return self._generate(ids, texts, sampling_params, use_tqdm)
+
+    def chat(
+        self,
+        messages: ChatMessages | Sequence[ChatMessages],
+        sampling_params: Params = None,
+        use_tqdm: bool = True,
+    ) -> list[RequestOutput]:
+        """Generate a reply to each conversation, rendered with the model's chat template."""
+        conversations = [messages] if messages and isinstance(messages[0], dict) else messages
+        ids = [self.input_processor.apply_chat_template(c) for c in conversations]  # type: ignore[arg-type]
+        texts = [self.tokenizer.decode(i) for i in ids]
+        return self._generate(ids, texts, sampling_params, use_tqdm)
+
+    def get_tokenizer(self):
+        return self.tokenizer
+
+    def _generate(
+        self,
+        prompt_ids: list[list[int]],
+        texts: list[str | None],
+        sampling_params: Params,
+        use_tqdm: bool,
+    ) -> list[RequestOutput]:
+        params = _per_prompt(sampling_params, len(prompt_ids))
+        order = [
+            self._add_request(i, t, p) for i, t, p in zip(prompt_ids, texts, params, strict=True)
+        ]
+        finished = self._run_engine(len(order), use_tqdm)
+        return [finished[request_id] for request_id in order]
+
+    def _add_request(self, prompt_ids: list[int], text: str | None, params: SamplingParams) -> str:
+        request_id = str(next(self._request_counter))
+        parent = ParentRequest(request_id, text, prompt_ids, params.n)
+        for index in range(params.n):
+            child_id = request_id if params.n == 1 else f"{index}_{request_id}"
+            request = self.input_processor.process(
+                child_id, prompt_ids, _child_params(params, index)
+            )
+            self.output_processor.add_request(request, parent, index)
+            self.engine_core.add_request(request)
+        return request_id
+
+    def _run_engine(self, num_requests: int, use_tqdm: bool) -> dict[str, RequestOutput]:
+        finished: dict[str, RequestOutput] = {}
+        with tqdm(total=num_requests, desc="Processed prompts", disable=not use_tqdm) as bar:
+            while self.output_processor.has_unfinished_requests():
+                outputs = self.engine_core.get_output().outputs
+                processed = self.output_processor.process_outputs(outputs)
+                self.engine_core.abort_requests(processed.reqs_to_abort)
+                for output in processed.request_outputs:
+                    finished[output.request_id] = output
+                    bar.update(1)
+        return finished
+
+
+def _as_prompt_list(prompts: PromptInput | Sequence[PromptInput]) -> list[PromptInput]:
+    if isinstance(prompts, str):
+        return [prompts]
+    if prompts and isinstance(prompts[0], int):
+        return [list(prompts)]  # type: ignore[arg-type]
+    return list(prompts)  # type: ignore[arg-type]
+
+
+def _per_prompt(params: Params, count: int) -> list[SamplingParams]:
+    if params is None:
+        return [SamplingParams()] * count
+    if isinstance(params, SamplingParams):
+        return [params] * count
+    if len(params) != count:
+        raise ValueError(f"Got {len(params)} sampling params for {count} prompts.")
+    return list(params)
+
+
+def _child_params(params: SamplingParams, index: int) -> SamplingParams:
+    """Each of n sequences gets its own seed (seed + index), so they differ but reproduce."""
+    child = msgspec.structs.replace(params, n=1)
+    if params.seed is not None:
+        child = msgspec.structs.replace(child, seed=params.seed + index)
+    return child

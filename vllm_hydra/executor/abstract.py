@@ -1,0 +1,47 @@
+"""`Executor`: the engine core's handle on its workers, chosen by `parallel.backend`."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from vllm_hydra.config.parallel import DistributedBackend
+from vllm_hydra.config.vllm import VllmConfig
+from vllm_hydra.core.sched_output import SchedulerOutput
+from vllm_hydra.outputs import ModelRunnerOutput
+
+
+class Executor(ABC):
+    def __init__(self, vllm_config: VllmConfig) -> None:
+        self.config = vllm_config
+        self._init_executor()
+
+    @staticmethod
+    def get_class(vllm_config: VllmConfig) -> type[Executor]:
+        backend = vllm_config.parallel.backend
+        if backend is DistributedBackend.uni:
+            from vllm_hydra.executor.uniproc import UniProcExecutor
+
+            return UniProcExecutor
+        raise NotImplementedError(f"parallel.backend={backend.value} is not built yet")
+
+    @abstractmethod
+    def _init_executor(self) -> None:
+        """Start the workers, load the model."""
+
+    @abstractmethod
+    def determine_available_memory(self) -> int:
+        """KV cache bytes per rank (the minimum over ranks)."""
+
+    @abstractmethod
+    def get_kv_cache_bytes_per_block(self) -> int: ...
+
+    @abstractmethod
+    def initialize_from_config(self, num_blocks: int) -> None:
+        """Allocate `num_blocks` KV blocks on every rank."""
+
+    @abstractmethod
+    def execute_model(self, scheduler_output: SchedulerOutput) -> ModelRunnerOutput: ...
+
+    @abstractmethod
+    def shutdown(self) -> None:
+        """Stop the workers."""

@@ -1,0 +1,30 @@
+"""`UniProcExecutor`: one worker, in the engine core's own process."""
+
+from __future__ import annotations
+
+from vllm_hydra.core.sched_output import SchedulerOutput
+from vllm_hydra.executor.abstract import Executor
+from vllm_hydra.outputs import ModelRunnerOutput
+from vllm_hydra.worker.worker import Worker
+
+
+class UniProcExecutor(Executor):
+    def _init_executor(self) -> None:
+        self.worker = Worker(self.config)
+        self.worker.init_device()
+        self.worker.load_model()
+
+    def determine_available_memory(self) -> int:
+        return self.worker.determine_available_memory()
+
+    def get_kv_cache_bytes_per_block(self) -> int:
+        return self.worker.get_kv_cache_bytes_per_block()
+
+    def initialize_from_config(self, num_blocks: int) -> None:
+        self.worker.initialize_from_config(num_blocks)
+
+    def execute_model(self, scheduler_output: SchedulerOutput) -> ModelRunnerOutput:
+        return self.worker.execute_model(scheduler_output)
+
+    def shutdown(self) -> None:
+        """The worker lives in this process: nothing to stop."""

@@ -1,0 +1,27 @@
+"""Loading the tokenizer of a model with `transformers`, offline."""
+
+from __future__ import annotations
+
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from vllm_hydra.config.errors import ConfigError
+from vllm_hydra.config.model_files import resolve_model_dir
+from vllm_hydra.config.vllm import VllmConfig
+
+
+def get_tokenizer(config: VllmConfig) -> PreTrainedTokenizerBase:
+    """The tokenizer at `model.tokenizer`, else the checkpoint's own."""
+    model = config.model
+    source = model.tokenizer or config.model_dir
+    if source is None:
+        raise ConfigError(
+            f"model.path={model.path} has no tokenizer on this machine. "
+            f"Set model.tokenizer to a local tokenizer directory."
+        )
+    directory = resolve_model_dir(source, model.revision, config.load.download_dir)
+    try:
+        return AutoTokenizer.from_pretrained(
+            str(directory or source), trust_remote_code=model.trust_remote_code
+        )
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"model.tokenizer: cannot load a tokenizer from {source}: {e}") from e

@@ -1,0 +1,77 @@
+"""`Worker`: one rank's device, model and KV cache (vLLM's gpu_worker, device-agnostic)."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from vllm_hydra.config.device import DeviceType
+from vllm_hydra.config.memory_plan import GIB
+from vllm_hydra.config.vllm import VllmConfig
+from vllm_hydra.core.sched_output import SchedulerOutput
+from vllm_hydra.outputs import ModelRunnerOutput
+from vllm_hydra.worker.model_runner import ModelRunner
+
+logger = logging.getLogger(__name__)
+
+
+class Worker:
+    def __init__(self, vllm_config: VllmConfig, rank: int = 0, local_rank: int = 0) -> None:
+        self.config = vllm_config
+        self.rank = rank
+        self.local_rank = local_rank
+        self.device = torch.device("cpu")
+        self.model_runner: ModelRunner | None = None
+
+    def init_device(self) -> None:
+        if self.config.device.type is DeviceType.cuda:
+            self.device = torch.device("cuda", self.local_rank)
+            torch.cuda.set_device(self.device)
+        torch.manual_seed(self.config.model.seed)
+        self.init_distributed_environment()
+        self.model_runner = ModelRunner(self.config, self.device)
+
+    def init_distributed_environment(self) -> None:
+        """World size 1: nothing to join. Tensor and pipeline parallelism plug in here."""
+
+    def load_model(self) -> None:
+        self._runner().load_model()
+
+    def determine_available_memory(self) -> int:
+        """Bytes this rank can give the KV cache.
+
+        An explicit `cache.kv_cache_memory_gib` (the CPU default) is taken as it is. On CUDA
+        otherwise: a profiling forward over the full token budget measures the peak, and the
+        KV cache gets `memory_utilization` of the device minus that peak.
+        """
+        explicit = self.config.cache.kv_cache_memory_gib
+        if explicit is not None or self.device.type != "cuda":
+            return int((explicit or 0) * GIB)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(self.device)
+        self._runner().profile_run()
+        peak = torch.cuda.max_memory_allocated(self.device)
+        total = torch.cuda.get_device_properties(self.device).total_memory
+        planned = min(total, int((self.config.device.memory_gib or total / GIB) * GIB))
+        available = int(planned * self.config.cache.memory_utilization) - peak
+        logger.info(
+            "Memory: %.2f GiB planned, peak %.2f GiB after profiling, %.2f GiB for the KV cache",
+            planned / GIB,
+            peak / GIB,
+            available / GIB,
+        )
+        return available
+
+    def get_kv_cache_bytes_per_block(self) -> int:
+        return self._runner().kv_cache_bytes_per_block()
+
+    def initialize_from_config(self, num_blocks: int) -> None:
+        self._runner().initialize_kv_cache(num_blocks)
+
+    def execute_model(self, scheduler_output: SchedulerOutput) -> ModelRunnerOutput:
+        return self._runner().execute_model(scheduler_output)
+
+    def _runner(self) -> ModelRunner:
+        assert self.model_runner is not None, "init_device() runs first"
+        return self.model_runner
