@@ -32,6 +32,19 @@ BASE_HF_CONFIG: dict[str, Any] = {
 WriteCheckpoint = Callable[..., Path]
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-slow", action="store_true", help="also run tests marked slow")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def write_checkpoint(tmp_path: Path) -> WriteCheckpoint:
     """Write a checkpoint directory: config.json (BASE_HF_CONFIG with changes) and, unless

@@ -9,14 +9,17 @@ from vllm_hydra.config.model_files import resolve_model_dir
 from vllm_hydra.config.vllm import VllmConfig
 
 
-def get_tokenizer(config: VllmConfig) -> PreTrainedTokenizerBase:
-    """The tokenizer at `model.tokenizer`, else the checkpoint's own."""
+def get_tokenizer(config: VllmConfig) -> PreTrainedTokenizerBase | None:
+    """The tokenizer at `model.tokenizer`, else the checkpoint's own; None when skipped."""
     model = config.model
+    if model.skip_tokenizer_init:
+        return None
     source = model.tokenizer or config.model_dir
     if source is None:
         raise ConfigError(
-            f"model.path={model.path} has no tokenizer on this machine. "
-            f"Set model.tokenizer to a local tokenizer directory."
+            f"model.path={model.path} has no tokenizer on this machine. Set model.tokenizer "
+            f"to a local tokenizer directory, or model.skip_tokenizer_init=true to send "
+            f"token ids."
         )
     directory = resolve_model_dir(source, model.revision, config.load.download_dir)
     try:

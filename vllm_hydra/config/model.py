@@ -31,5 +31,8 @@ class ModelConfig:
     # Hub revision (branch, tag or commit) of a hub id; meaningless for a local directory.
     revision: str | None = None
     trust_remote_code: bool = False
+    # Run without a tokenizer: prompts are token ids and outputs carry no text (a checkpoint
+    # with no tokenizer files, or load.format=dummy for a model that is not on disk).
+    skip_tokenizer_init: bool = False
     # Values laid over config.json before anything reads it, e.g. {max_position_embeddings: 4096}.
     hf_overrides: dict[str, Any] = field(default_factory=dict)

@@ -13,7 +13,7 @@ from vllm_hydra.sampling_params import SamplingParams
 
 
 class IncrementalDetokenizer:
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, params: SamplingParams) -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase | None, params: SamplingParams) -> None:
         self.tokenizer = tokenizer
         self.backend = getattr(tokenizer, "backend_tokenizer", None)
         self.stream = DecodeStream(skip_special_tokens=params.skip_special_tokens)
@@ -32,6 +32,8 @@ class IncrementalDetokenizer:
         return self._check_stop(start)
 
     def _decode_next(self, token_id: int) -> str:
+        if self.tokenizer is None:  # model.skip_tokenizer_init: token ids only
+            return ""
         if self.backend is not None:
             return self.stream.step(self.backend, token_id) or ""
         text = self.tokenizer.decode(self.token_ids, skip_special_tokens=self.skip_special_tokens)

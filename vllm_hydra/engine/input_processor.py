@@ -20,19 +20,20 @@ ChatMessages = Sequence[dict[str, str]]
 
 
 class InputProcessor:
-    def __init__(self, config: VllmConfig, tokenizer: PreTrainedTokenizerBase) -> None:
+    def __init__(self, config: VllmConfig, tokenizer: PreTrainedTokenizerBase | None) -> None:
         self.config = config
         self.tokenizer = tokenizer
         self.max_model_len = config.model.max_model_len or 0
         self.vocab_size = config.arch.vocab_size
+        self.eos_token_id = _eos_token_id(config, tokenizer)
 
     def tokenize(self, prompt: str | list[int]) -> list[int]:
         if isinstance(prompt, str):
-            return self.tokenizer.encode(prompt)
+            return self._tokenizer("prompt").encode(prompt)
         return list(prompt)
 
     def apply_chat_template(self, messages: ChatMessages) -> list[int]:
-        encoded = self.tokenizer.apply_chat_template(
+        encoded = self._tokenizer("messages").apply_chat_template(
             list(messages), add_generation_prompt=True, tokenize=True
         )
         # transformers 5 returns a BatchEncoding here, 4.x a list.
@@ -51,13 +52,22 @@ class InputProcessor:
             request_id=request_id,
             prompt_token_ids=prompt_token_ids,
             sampling_params=params,
-            eos_token_id=self.tokenizer.eos_token_id,
+            eos_token_id=self.eos_token_id,
             arrival_time=time.time() if arrival_time is None else arrival_time,
             priority=priority,
         )
 
+    def _tokenizer(self, param: str) -> PreTrainedTokenizerBase:
+        if self.tokenizer is None:
+            raise SamplingParamsError(
+                param, "This engine runs with model.skip_tokenizer_init=true: send token ids."
+            )
+        return self.tokenizer
+
     def _validate(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
         params.verify(self.vocab_size)
+        if self.tokenizer is None and params.stop:
+            raise SamplingParamsError("stop", "Stop strings need a tokenizer; use stop_token_ids.")
         if not prompt_token_ids:
             raise SamplingParamsError("prompt", "The prompt is empty.")
         if any(not 0 <= t < self.vocab_size for t in prompt_token_ids):
@@ -71,3 +81,11 @@ class InputProcessor:
                 f"length is {self.max_model_len}, which must leave room for at least one "
                 f"output token.",
             )
+
+
+def _eos_token_id(config: VllmConfig, tokenizer: PreTrainedTokenizerBase | None) -> int | None:
+    """The tokenizer's EOS, else the first one config.json names."""
+    if tokenizer is not None and tokenizer.eos_token_id is not None:
+        return tokenizer.eos_token_id
+    eos = config.arch.eos_token_id
+    return eos[0] if isinstance(eos, list) and eos else eos  # type: ignore[return-value]

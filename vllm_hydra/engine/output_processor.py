@@ -87,7 +87,7 @@ class OutputProcessorOutput:
 
 
 class OutputProcessor:
-    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase | None) -> None:
         self.tokenizer = tokenizer
         self.request_states: dict[str, RequestState] = {}
 
@@ -166,5 +166,5 @@ class OutputProcessor:
             result.append(entry)
         return result
 
-    def _decode(self, token_id: int) -> str:
-        return self.tokenizer.decode([token_id])
+    def _decode(self, token_id: int) -> str | None:
+        return None if self.tokenizer is None else self.tokenizer.decode([token_id])

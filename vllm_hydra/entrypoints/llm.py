@@ -58,7 +58,7 @@ class LLM:
         """Generate a reply to each conversation, rendered with the model's chat template."""
         conversations = [messages] if messages and isinstance(messages[0], dict) else messages
         ids = [self.input_processor.apply_chat_template(c) for c in conversations]  # type: ignore[arg-type]
-        texts = [self.tokenizer.decode(i) for i in ids]
+        texts = [self.tokenizer.decode(i) for i in ids] if self.tokenizer else [None] * len(ids)
         return self._generate(ids, texts, sampling_params, use_tqdm)
 
     def get_tokenizer(self):
