@@ -110,6 +110,11 @@ def test_sliding_window_matches_dense(window: int) -> None:
 def test_many_decodes_of_different_lengths() -> None:
     rng = random.Random(5)
     run_batch(4, 2, [(rng.randrange(1, 60), 1) for _ in range(21)], seed=5)
+    run_batch(6, 2, [(rng.randrange(1, 60), 1) for _ in range(21)], window=5, seed=6)
+
+
+def test_decodes_that_fill_whole_blocks() -> None:
+    run_batch(4, 1, [(4 * BLOCK_SIZE - 1, 1)] * 10)  # no padding in any group: no mask
 
 
 def test_bfloat16_cache_and_activations() -> None:

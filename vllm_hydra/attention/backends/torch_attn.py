@@ -1,10 +1,16 @@
 """Paged attention in plain PyTorch: the CPU backend, and a reference on any device.
 
 Each step first scatters the new tokens' K/V into the paged cache by slot_mapping; then every
-request's queries attend over its whole sequence read back through its block table. Requests
-with several new tokens (prefills, chunked or behind a cached prefix) run one SDPA call each;
-decodes (one new token) are batched by length, as one SDPA call per group of similar lengths
-costs far less than one call per sequence (see `_decode`).
+request's queries attend over its sequence read back through its block table. Requests with
+several new tokens (prefills, chunked or behind a cached prefix) run one SDPA call each.
+Decodes (one new token) run in groups of similar length, one padded SDPA call per group, with
+each KV head's query heads laid out as its query rows (see `_decode`).
+
+Measured (2 threads, this project's 2-core CPU; one layer's decode step for 64 sequences of
+32-768 tokens, 12 query / 4 KV heads, head size 64, block size 16, blocks scattered; best of
+many runs): groups of 8 take 4.7 ms in bf16 and 7.8 ms in fp32, against 10.1 / 10.6 ms for
+one SDPA call (enable_gqa) per sequence on its gathered blocks. A padded SDPA call with a mask
+and enable_gqa falls off the fast kernel in bf16 (about 4x slower), hence the head layout.
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ from vllm_hydra.attention.backends.abstract import (
     AttentionMetadata,
 )
 
-# Decodes per batched SDPA call: more amortises the per-call cost, fewer wastes less padding.
+# Decodes per padded SDPA call: more amortises the per-call cost, fewer wastes less padding
+# (sorted by length, neighbours differ little). 4-8 measured best for 64 sequences.
 DECODE_GROUP_SIZE = 8
 
 
@@ -72,13 +79,12 @@ class TorchAttentionImpl(AttentionImpl):
                 self._prefill(q, out, kv_cache, attn_metadata, i, starts[i])
         return output
 
-    def _gather(
-        self, kv_cache: torch.Tensor, block_ids: torch.Tensor, num_seqs: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """K and V of the given blocks as [num_seqs, num_kv_heads, tokens, head_size] views."""
-        kv = kv_cache.index_select(1, block_ids.reshape(-1))
-        kv = kv.view(2, num_seqs, -1, self.num_kv_heads, self.head_size).transpose(2, 3)
-        return kv[0], kv[1]
+    def _key_range(self, seq_len: int, q_len: int, block_size: int) -> tuple[int, int]:
+        """(first block, number of blocks) holding the keys these queries may attend to."""
+        first = 0
+        if self.sliding_window:  # the earliest query sees back to its window's start
+            first = max(0, seq_len - q_len - self.sliding_window + 1) // block_size
+        return first, -(-seq_len // block_size) - first
 
     def _prefill(
         self,
@@ -92,24 +98,21 @@ class TorchAttentionImpl(AttentionImpl):
         """Request i's queries (its last q_len positions) over its first seq_len tokens."""
         q_len, seq_len = meta.query_lens_cpu[i], meta.seq_lens_cpu[i]
         block_size = kv_cache.shape[2]
-        first = max(0, seq_len - q_len - self.sliding_window + 1) if self.sliding_window else 0
-        first_block = first // block_size
-        num_blocks = -(-seq_len // block_size) - first_block
-        k, v = self._gather(kv_cache, meta.block_table[i, first_block:][:num_blocks], 1)
-        offset = first_block * block_size  # absolute position of the first gathered key
-        k, v = k[:, :, : seq_len - offset], v[:, :, : seq_len - offset]
+        first, num_blocks = self._key_range(seq_len, q_len, block_size)
+        offset = first * block_size  # the position of the first gathered key
+        kv = kv_cache.index_select(1, meta.block_table[i, first : first + num_blocks])
+        kv = kv.flatten(1, 2)[:, : seq_len - offset].transpose(1, 2).to(q.dtype)
         mask = self._prefill_mask(q_len, seq_len, offset, q.device)
-        qi = q[start : start + q_len].transpose(0, 1).unsqueeze(0)
         o = F.scaled_dot_product_attention(
-            qi,
-            k.to(q.dtype),
-            v.to(q.dtype),
+            q[start : start + q_len].transpose(0, 1),
+            kv[0],
+            kv[1],
             attn_mask=mask,
             is_causal=mask is None,
             scale=self.scale,
             enable_gqa=True,
         )
-        out[start : start + q_len] = o[0].transpose(0, 1)
+        out[start : start + q_len] = o.transpose(0, 1)
 
     def _prefill_mask(
         self, q_len: int, seq_len: int, offset: int, device: torch.device
@@ -133,40 +136,57 @@ class TorchAttentionImpl(AttentionImpl):
         reqs: list[int],
         starts: list[int],
     ) -> None:
-        """One new token per request: groups of similar lengths share one padded SDPA call.
+        """One new token per request, in groups of similar length: one padded SDPA call each.
 
-        Sorting by length keeps the padding small; a per-sequence loop pays SDPA's fixed cost
-        (tens of microseconds on CPU) once per sequence instead of once per group.
+        Two things make this several times faster on CPU than one SDPA call per sequence
+        (measured: module docstring): the per-call cost is paid once per group, and the query
+        heads that share a KV head are laid out as that head's query rows ([kv_heads, group,
+        head_size]), so each K/V row is read once per KV head and no GQA expansion is needed.
         """
         reqs = sorted(reqs, key=lambda i: meta.seq_lens_cpu[i])
-        block_size = kv_cache.shape[2]
         for g in range(0, len(reqs), DECODE_GROUP_SIZE):
             group = reqs[g : g + DECODE_GROUP_SIZE]
-            seq_lens = [meta.seq_lens_cpu[i] for i in group]
-            num_blocks = -(-max(seq_lens) // block_size)
-            rows = torch.tensor(group, device=q.device)
-            k, v = self._gather(kv_cache, meta.block_table[rows, :num_blocks], len(group))
-            mask = self._decode_mask(seq_lens, num_blocks * block_size, q.device)
             tokens = torch.tensor([starts[i] for i in group], device=q.device)
-            o = F.scaled_dot_product_attention(
-                q[tokens].unsqueeze(2),
-                k.to(q.dtype),
-                v.to(q.dtype),
-                attn_mask=mask,
-                scale=self.scale,
-                enable_gqa=True,
-            )
-            out[tokens] = o.squeeze(2)
+            k, v, mask = self._gather_decode_group(kv_cache, meta, group, q.dtype)
+            q_g = q[tokens].view(len(group), self.num_kv_heads, -1, self.head_size)
+            o = F.scaled_dot_product_attention(q_g, k, v, attn_mask=mask, scale=self.scale)
+            out[tokens] = o.reshape(len(group), self.num_heads, self.head_size)
 
-    def _decode_mask(
-        self, seq_lens: list[int], padded_len: int, device: torch.device
+    def _gather_decode_group(
+        self, kv_cache: torch.Tensor, meta: AttentionMetadata, group: list[int], dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """K, V [seqs, kv_heads, padded_len, head_size] of each request's attended blocks, and
+        the [seqs, 1, 1, padded_len] mask of its real keys (None when no key is padding)."""
+        block_size, device = kv_cache.shape[2], kv_cache.device
+        seq_lens = [meta.seq_lens_cpu[i] for i in group]
+        firsts = [self._key_range(n, 1, block_size)[0] for n in seq_lens]
+        num_blocks = max(-(-n // block_size) - f for n, f in zip(seq_lens, firsts, strict=True))
+        padded_len = num_blocks * block_size
+        # Columns past a request's last block read whatever the table holds there (block ids
+        # of the null block 0 in practice); the mask drops those keys.
+        cols = torch.tensor(firsts, device=device)[:, None] + torch.arange(
+            num_blocks, device=device
+        )
+        cols.clamp_(max=meta.block_table.shape[1] - 1)
+        block_ids = meta.block_table[torch.tensor(group, device=device)[:, None], cols]
+        kv = kv_cache.index_select(1, block_ids.flatten()).view(
+            2, len(group), padded_len, self.num_kv_heads, self.head_size
+        )
+        kv = kv.transpose(2, 3).to(dtype)
+        # Gathered key j of a request is its token first * block_size + j.
+        hi = [n - f * block_size for n, f in zip(seq_lens, firsts, strict=True)]
+        lo = [max(0, h - self.sliding_window) if self.sliding_window else 0 for h in hi]
+        return kv[0], kv[1], self._key_mask(lo, hi, padded_len, device)
+
+    @staticmethod
+    def _key_mask(
+        lo: list[int], hi: list[int], padded_len: int, device: torch.device
     ) -> torch.Tensor | None:
-        """[seqs, 1, 1, padded_len]: each sequence's real keys (within the window, if any)."""
-        if not self.sliding_window and min(seq_lens) == padded_len:
+        """[seqs, 1, 1, padded_len]: True for keys lo[r] <= j < hi[r] of row r."""
+        if max(lo) == 0 and min(hi) == padded_len:
             return None
-        k_pos = torch.arange(padded_len, device=device)[None, :]
-        lens = torch.tensor(seq_lens, device=device)[:, None]
-        mask = k_pos < lens
-        if self.sliding_window:
-            mask &= k_pos >= lens - self.sliding_window
+        pos = torch.arange(padded_len, device=device)[None, :]
+        mask = (pos >= torch.tensor(lo, device=device)[:, None]) & (
+            pos < torch.tensor(hi, device=device)[:, None]
+        )
         return mask[:, None, None, :]
