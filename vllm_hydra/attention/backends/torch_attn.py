@@ -70,13 +70,13 @@ class TorchAttentionImpl(AttentionImpl):
         kv_cache: torch.Tensor,
         attn_metadata: AttentionMetadata | None,
     ) -> torch.Tensor:
-        output = torch.zeros_like(query)
+        output = query.new_zeros(query.shape)  # contiguous, whatever the query's strides
         if attn_metadata is None:  # a profiling or warm-up run without a batch layout
             return output
         n = attn_metadata.num_actual_tokens
-        q = query[:n].view(n, self.num_heads, self.head_size)
-        k = key[:n].view(n, self.num_kv_heads, self.head_size)
-        v = value[:n].view(n, self.num_kv_heads, self.head_size)
+        q = query[:n].reshape(n, self.num_heads, self.head_size)
+        k = key[:n].reshape(n, self.num_kv_heads, self.head_size)
+        v = value[:n].reshape(n, self.num_kv_heads, self.head_size)
         write_to_kv_cache(k, v, kv_cache, attn_metadata.slot_mapping)
         out = output[:n].view(n, self.num_heads, self.head_size)
         # Token offsets from the CPU lists: reading query_start_loc would sync with a GPU.
