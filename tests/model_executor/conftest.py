@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tiny_checkpoints import build_hf_model
-
-MakeCheckpoint = Callable[..., tuple[Path, Any]]
+from tiny_checkpoints import MakeCheckpoint, build_hf_model
 
 
 @pytest.fixture

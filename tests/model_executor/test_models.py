@@ -14,8 +14,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import MakeCheckpoint
-from tiny_checkpoints import CHECKPOINTS, TINY, compose_for
+from tiny_checkpoints import CHECKPOINTS, TINY, MakeCheckpoint, compose_for
 
 from vllm_hydra.attention import AttentionMetadata, get_attn_backend
 from vllm_hydra.config.model_arch import SUPPORTED_ARCHITECTURES

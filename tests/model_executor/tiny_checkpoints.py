@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,10 @@ def build_hf_model(family: str, **changes: Any) -> Any:
     torch.manual_seed(0)
     config = config_cls(**{**TINY, **changes})
     return model_cls(config).float().eval()
+
+
+# The make_checkpoint fixture: (family, name="ckpt", max_shard_size=None, **changes) -> (dir, hf).
+MakeCheckpoint = Callable[..., tuple[Path, Any]]
 
 
 def compose_for(path: Path, *overrides: str) -> Any:

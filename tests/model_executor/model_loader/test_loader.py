@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import MakeCheckpoint
 from safetensors.torch import load_file, save_file
-from tiny_checkpoints import compose_for
+from tiny_checkpoints import MakeCheckpoint, compose_for
 
 from vllm_hydra.model_executor.model_loader import ModelLoadError, get_model
 
