@@ -114,11 +114,18 @@ def test_max_model_len_within_the_models_limit(ckpt: Path) -> None:
     assert "max_position_embeddings" in message and "Use model.max_model_len<=2048" in message
 
 
-def test_sliding_window_caps_max_model_len(write_checkpoint) -> None:
-    ckpt = write_checkpoint(sliding_window=1024)
+def test_sliding_window_only_where_it_is_built(write_checkpoint) -> None:
+    qwen = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2"}
+    ckpt = write_checkpoint("qwen", sliding_window=1024, use_sliding_window=True, **qwen)
     message = _error(_with(ckpt))
-    assert "model.max_model_len=2048 exceeds the model's sliding_window=1024" in message
-    compose_config(_with(ckpt, "model.max_model_len=1024"))
+    assert "sliding-window attention on some layers" in message
+    assert "+model.hf_overrides.use_sliding_window=false" in message
+    assert compose_config(_with(ckpt, "+model.hf_overrides.use_sliding_window=false"))
+    mistral = {"architectures": ["MistralForCausalLM"], "model_type": "mistral"}
+    windowed = compose_config(_with(write_checkpoint("m", sliding_window=1024, **mistral)))
+    assert windowed.arch.sliding_window == 1024
+    llama = compose_config(_with(write_checkpoint("l", sliding_window=1024)))
+    assert llama.arch.sliding_window is None  # Llama ignores the key, as transformers does
 
 
 def test_revision_applies_to_hub_ids_only(ckpt: Path) -> None:

@@ -119,8 +119,13 @@ def _rope(hf: dict[str, Any]) -> tuple[float, dict[str, Any] | None]:
 
 
 def _sliding_window(hf: dict[str, Any]) -> int | None:
+    """The attention window the model applies; Llama ignores a `sliding_window` key, and Qwen
+    only uses one with `use_sliding_window`."""
     window = hf.get("sliding_window")
-    if not isinstance(window, int) or hf.get("use_sliding_window") is False:
+    model_type = hf.get("model_type")
+    if not isinstance(window, int) or model_type not in ("mistral", "qwen2", "qwen3"):
+        return None
+    if model_type != "mistral" and not hf.get("use_sliding_window", False):
         return None
     return window
 
