@@ -7,6 +7,8 @@ into an HTTP 400 with `param` set.
 
 from __future__ import annotations
 
+import enum
+
 import msgspec
 
 # Temperatures below this are greedy.
@@ -21,6 +23,14 @@ class SamplingParamsError(ValueError):
     def __init__(self, param: str, message: str) -> None:
         super().__init__(message)
         self.param = param
+
+
+class RequestOutputKind(enum.IntEnum):
+    """What a streaming request yields at each step (vLLM's names)."""
+
+    CUMULATIVE = 0  # everything generated so far
+    DELTA = 1  # only what is new since the last output
+    FINAL_ONLY = 2  # nothing until the request finishes
 
 
 class SamplingParams(msgspec.Struct, omit_defaults=True):
@@ -43,6 +53,7 @@ class SamplingParams(msgspec.Struct, omit_defaults=True):
     prompt_logprobs: int | None = None
     logit_bias: dict[int, float] | None = None
     skip_special_tokens: bool = True
+    output_kind: RequestOutputKind = RequestOutputKind.CUMULATIVE
 
     @property
     def is_greedy(self) -> bool:

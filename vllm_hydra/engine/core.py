@@ -2,13 +2,27 @@
 
 `step()` schedules, executes and updates once. The KV cache is sized before the scheduler is
 built: the executor reports the bytes it can spare per rank, and that many blocks are allocated.
+
+`EngineCoreProc` runs an EngineCore in its own process (`run_engine_core` is the spawn target):
+an input thread reads ZMQ frames into a queue, the main thread steps while there is work and
+blocks on the queue when idle, and an output thread writes `EngineCoreOutputs` back.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import queue
+import signal
+import sys
+import threading
 import time
+import traceback
+from typing import Any
+
+import msgspec
+import zmq
 
 from vllm_hydra.config.checks import check_kv_cache_fits
 from vllm_hydra.config.errors import ConfigError
@@ -16,7 +30,16 @@ from vllm_hydra.config.memory_plan import plan_memory
 from vllm_hydra.config.vllm import VllmConfig
 from vllm_hydra.core.request import Request, RequestStatus
 from vllm_hydra.core.scheduler import Scheduler
-from vllm_hydra.engine.messages import EngineCoreOutputs, EngineCoreRequest
+from vllm_hydra.engine.messages import (
+    ENGINE_CORE_DEAD,
+    EngineCoreOutputs,
+    EngineCoreRequest,
+    EngineCoreRequestType,
+    EngineHandshake,
+    EngineZmqAddresses,
+    UtilityOutput,
+    UtilityRequest,
+)
 from vllm_hydra.executor.abstract import Executor
 
 logger = logging.getLogger(__name__)
@@ -76,3 +99,187 @@ class EngineCore:
 
     def shutdown(self) -> None:
         self.model_executor.shutdown()
+
+    def get_stats(self) -> dict[str, Any]:
+        """The scheduler's `SchedulerStats` as a dict (a UTILITY call)."""
+        return dataclasses.asdict(self.scheduler.make_stats())
+
+    def reset_prefix_cache(self) -> bool:
+        return self.scheduler.reset_prefix_cache()
+
+
+# How often the engine process checks that its parent is still alive.
+PARENT_POLL_S = 0.5
+# How long the output thread may take to deliver the last frames before the process exits.
+SEND_LINGER_MS = 4000
+
+_WAKEUP = (None, None)  # an input-queue item that only wakes the busy loop
+_DECODERS = {
+    EngineCoreRequestType.ADD: msgspec.msgpack.Decoder(EngineCoreRequest),
+    EngineCoreRequestType.ABORT: msgspec.msgpack.Decoder(list[str]),
+    EngineCoreRequestType.UTILITY: msgspec.msgpack.Decoder(UtilityRequest),
+}
+
+
+class EngineCoreProc(EngineCore):
+    """An EngineCore behind ZMQ sockets, in the process `run_engine_core` starts."""
+
+    def __init__(self, vllm_config: VllmConfig, handshake_address: str) -> None:
+        self.input_queue: queue.Queue[tuple[Any, Any]] = queue.Queue()
+        self.output_queue: queue.Queue[EngineCoreOutputs | bytes] = queue.Queue()
+        self.shutdown_requested = False
+        self.ctx = zmq.Context()
+        handshake = _connect(self.ctx, zmq.DEALER, handshake_address)
+        try:
+            addresses = self._say_hello(handshake)
+            self._build_engine(vllm_config, handshake)
+            self._start_io_threads(addresses)
+            handshake.send(_encode_handshake("READY", self))
+        finally:
+            handshake.close(linger=SEND_LINGER_MS)
+
+    @staticmethod
+    def _say_hello(handshake: zmq.Socket) -> EngineZmqAddresses:
+        handshake.send(msgspec.msgpack.encode(EngineHandshake(status="HELLO")))
+        return msgspec.msgpack.decode(handshake.recv(), type=EngineZmqAddresses)
+
+    def _build_engine(self, vllm_config: VllmConfig, handshake: zmq.Socket) -> None:
+        """Load the model and size the KV cache; on failure tell the frontend why, then raise."""
+        try:
+            super().__init__(vllm_config)
+        except BaseException as exc:
+            error = f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}"
+            handshake.send(msgspec.msgpack.encode(EngineHandshake(status="FAILED", error=error)))
+            raise
+
+    def _start_io_threads(self, addresses: EngineZmqAddresses) -> None:
+        inputs = _connect(self.ctx, zmq.PULL, addresses.inputs)
+        outputs = _connect(self.ctx, zmq.PUSH, addresses.outputs)
+        for target, sock in (
+            (self._process_input_socket, inputs),
+            (self._process_output_socket, outputs),
+        ):
+            threading.Thread(target=target, args=(sock,), daemon=True).start()
+
+    def _process_input_socket(self, sock: zmq.Socket) -> None:
+        """Input thread: decode each request and queue it for the busy loop."""
+        while True:
+            type_frame, payload = sock.recv_multipart(copy=False)
+            request_type = EngineCoreRequestType(type_frame.bytes)
+            self.input_queue.put((request_type, _DECODERS[request_type].decode(payload.buffer)))
+
+    def _process_output_socket(self, sock: zmq.Socket) -> None:
+        """Output thread: encode and send; the dead frame is the last thing sent."""
+        encoder = msgspec.msgpack.Encoder()
+        while True:
+            item = self.output_queue.get()
+            if item == ENGINE_CORE_DEAD:
+                sock.send(ENGINE_CORE_DEAD)
+                sock.close(linger=SEND_LINGER_MS)
+                return
+            sock.send(encoder.encode(item))
+
+    def run_busy_loop(self) -> None:
+        """Step while there is work; block on the input queue when idle."""
+        while not self.shutdown_requested:
+            self._process_input_queue()
+            self._process_engine_step()
+
+    def _process_input_queue(self) -> None:
+        if not self.has_unfinished_requests():
+            self._handle_client_request(*self.input_queue.get())
+        while not self.input_queue.empty():
+            self._handle_client_request(*self.input_queue.get_nowait())
+
+    def _process_engine_step(self) -> None:
+        if self.has_unfinished_requests():
+            outputs = self.step()
+            if outputs.outputs or outputs.finished_requests:
+                self.output_queue.put(outputs)
+
+    def _handle_client_request(self, request_type: EngineCoreRequestType | None, body: Any) -> None:
+        if request_type == EngineCoreRequestType.ADD:
+            self.add_request(body)
+        elif request_type == EngineCoreRequestType.ABORT:
+            self.abort_requests(body)
+        elif request_type == EngineCoreRequestType.UTILITY:
+            self.output_queue.put(EngineCoreOutputs(utility_output=self._call_utility(body)))
+
+    def _call_utility(self, call: UtilityRequest) -> UtilityOutput:
+        try:
+            method = getattr(self, call.method_name)
+            return UtilityOutput(call.call_id, result=method(*call.args))
+        except Exception as exc:  # a bad call fails the caller, not the engine
+            return UtilityOutput(call.call_id, failure_message=f"{type(exc).__name__}: {exc}")
+
+    def request_shutdown(self) -> None:
+        self.shutdown_requested = True
+        self.input_queue.put(_WAKEUP)
+
+    def send_engine_dead(self) -> None:
+        """Tell the frontend this engine is gone; wait briefly for the frame to leave."""
+        self.output_queue.put(ENGINE_CORE_DEAD)
+        deadline = time.monotonic() + SEND_LINGER_MS / 1000
+        while not self.output_queue.empty() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+
+def run_engine_core(vllm_config: VllmConfig, handshake_address: str, parent_pid: int) -> None:
+    """Entry point of the engine process: handshake, build, serve until told to stop."""
+    _configure_logging()
+    _exit_when_parent_dies(parent_pid)
+    engine: EngineCoreProc | None = None
+    try:
+        engine = EngineCoreProc(vllm_config, handshake_address)
+        _install_signal_handlers(engine)
+        engine.run_busy_loop()
+    except Exception:
+        if engine is None:
+            logger.exception("EngineCore failed to start.")
+        else:
+            logger.exception("EngineCore encountered a fatal error.")
+            engine.send_engine_dead()
+        sys.exit(1)
+    finally:
+        if engine is not None:
+            engine.shutdown()
+
+
+def _connect(ctx: zmq.Context, socket_type: int, address: str) -> zmq.Socket:
+    sock = ctx.socket(socket_type)
+    sock.setsockopt(zmq.SNDHWM, 0)
+    sock.setsockopt(zmq.RCVHWM, 0)
+    sock.connect(address)
+    return sock
+
+
+def _encode_handshake(status: str, engine: EngineCore) -> bytes:
+    max_model_len = engine.config.model.max_model_len or 0
+    message = EngineHandshake(status, engine.num_gpu_blocks, max_model_len)  # type: ignore[arg-type]
+    return msgspec.msgpack.encode(message)
+
+
+def _install_signal_handlers(engine: EngineCoreProc) -> None:
+    def handler(signum: int, frame: Any) -> None:
+        engine.request_shutdown()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def _exit_when_parent_dies(parent_pid: int) -> None:
+    """No orphans: a daemon thread ends the process once its parent is gone (even SIGKILLed)."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watchdog").start()
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="(EngineCore pid=%(process)d) %(levelname)s %(name)s: %(message)s",
+    )

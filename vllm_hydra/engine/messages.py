@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import enum
+from typing import Any, Literal
 
 import msgspec
 
@@ -56,9 +57,48 @@ class EngineCoreOutput(msgspec.Struct, array_like=True, omit_defaults=True):
         return self.finish_reason is not None
 
 
+class UtilityRequest(msgspec.Struct, array_like=True):
+    """A UTILITY call: the engine runs `getattr(engine, method_name)(*args)`."""
+
+    call_id: int
+    method_name: str
+    args: list[Any] = msgspec.field(default_factory=list)
+
+
+class UtilityOutput(msgspec.Struct, array_like=True, omit_defaults=True):
+    call_id: int
+    result: Any = None
+    failure_message: str | None = None
+
+
 class EngineCoreOutputs(msgspec.Struct, array_like=True, omit_defaults=True):
     engine_index: int = 0
     outputs: list[EngineCoreOutput] = msgspec.field(default_factory=list)
     timestamp: float = 0.0
     # Requests the engine finished on its own (e.g. aborted on a fault) without an output.
     finished_requests: set[str] | None = None
+    utility_output: UtilityOutput | None = None
+
+
+# The single frame an engine sends on its output socket when it dies of a fatal error.
+ENGINE_CORE_DEAD = b"ENGINE_CORE_DEAD"
+
+
+class EngineZmqAddresses(msgspec.Struct, array_like=True):
+    """The data sockets the frontend bound: the engine connects to both."""
+
+    inputs: str  # frontend PUSH -> engine PULL: EngineCoreRequestType frames
+    outputs: str  # engine PUSH -> frontend PULL: EngineCoreOutputs
+
+
+class EngineHandshake(msgspec.Struct, array_like=True, omit_defaults=True):
+    """Engine -> frontend on the handshake socket: HELLO, then READY or FAILED.
+
+    The frontend answers HELLO with `EngineZmqAddresses`. READY comes once the model is loaded
+    and the KV cache sized; FAILED carries the traceback of a start-up error.
+    """
+
+    status: Literal["HELLO", "READY", "FAILED"]
+    num_gpu_blocks: int = 0
+    max_model_len: int = 0
+    error: str = ""

@@ -2,12 +2,16 @@
 
 It detokenizes incrementally, applies stop strings (asking the engine to abort a request that
 hit one), turns logprobs into per-token dicts, and fans the n sequences of a request back in.
+Each step it returns the `RequestOutput`s to deliver, per `sampling_params.output_kind`:
+CUMULATIVE (everything so far), DELTA (only what is new) or FINAL_ONLY. While a sequence runs,
+the last `max(len(stop)) - 1` characters are held back: they may yet become a stop string.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import msgspec
 from transformers import PreTrainedTokenizerBase
 
 from vllm_hydra.engine.detokenizer import IncrementalDetokenizer
@@ -19,6 +23,7 @@ from vllm_hydra.request_output import (
     RequestOutput,
     SampleLogprobs,
 )
+from vllm_hydra.sampling_params import RequestOutputKind, SamplingParams
 
 LogprobsRows = tuple[list[list[int]], list[list[float]], list[int]]
 
@@ -54,6 +59,15 @@ class ParentRequest:
         )
 
 
+def child_sampling_params(params: SamplingParams, index: int) -> SamplingParams:
+    """Sequence `index` of n: n=1, and its own seed (seed + index), so they differ but
+    reproduce."""
+    child = msgspec.structs.replace(params, n=1)
+    if params.seed is not None:
+        child = msgspec.structs.replace(child, seed=params.seed + index)
+    return child
+
+
 class RequestState:
     """One engine request (one sequence of a parent)."""
 
@@ -78,11 +92,39 @@ class RequestState:
         )
         self.logprobs: SampleLogprobs = []
         self.cumulative_logprob = 0.0
+        self.output_kind = params.output_kind
+        self.stop_buffer = (
+            max(len(s) for s in params.stop) - 1
+            if params.stop and not params.include_stop_str_in_output
+            else 0
+        )
+        # What DELTA outputs have delivered so far.
+        self.sent_text_len = 0
+        self.sent_num_tokens = 0
+
+    def visible_text(self, finished: bool) -> str:
+        text = self.detokenizer.text
+        return text if finished else text[: max(len(text) - self.stop_buffer, 0)]
+
+    def delta(self, completion: CompletionOutput) -> CompletionOutput:
+        """The part of `completion` not yet delivered; marks it delivered."""
+        text_from, tokens_from = self.sent_text_len, self.sent_num_tokens
+        self.sent_text_len, self.sent_num_tokens = len(completion.text), len(completion.token_ids)
+        logprobs = completion.logprobs[tokens_from:] if completion.logprobs is not None else None
+        return CompletionOutput(
+            index=completion.index,
+            text=completion.text[text_from:],
+            token_ids=completion.token_ids[tokens_from:],
+            cumulative_logprob=completion.cumulative_logprob,
+            logprobs=logprobs,
+            finish_reason=completion.finish_reason,
+            stop_reason=completion.stop_reason,
+        )
 
 
 @dataclass
 class OutputProcessorOutput:
-    request_outputs: list[RequestOutput]  # parents whose every sequence has finished
+    request_outputs: list[RequestOutput]  # what to deliver this step, per output_kind
     reqs_to_abort: list[str]  # engine requests that hit a stop string
 
 
@@ -105,7 +147,7 @@ class OutputProcessor:
             self.request_states.pop(request_id, None)
 
     def process_outputs(self, outputs: list[EngineCoreOutput]) -> OutputProcessorOutput:
-        finished_parents: list[RequestOutput] = []
+        changed: dict[str, list[RequestState]] = {}  # parent id -> its sequences that moved
         to_abort: list[str] = []
         for output in outputs:
             state = self.request_states.get(output.request_id)
@@ -116,9 +158,20 @@ class OutputProcessor:
                 to_abort.append(output.request_id)  # a stop string: the engine still runs it
             if finish_reason is not None:
                 del self.request_states[output.request_id]
-                if state.parent.finished:
-                    finished_parents.append(state.parent.to_output())
-        return OutputProcessorOutput(finished_parents, to_abort)
+            changed.setdefault(state.parent.request_id, []).append(state)
+        request_outputs = [self._make_output(states) for states in changed.values()]
+        return OutputProcessorOutput([o for o in request_outputs if o is not None], to_abort)
+
+    @staticmethod
+    def _make_output(states: list[RequestState]) -> RequestOutput | None:
+        """One RequestOutput per parent and step: all of it, its new part, or nothing yet."""
+        parent, kind = states[0].parent, states[0].output_kind
+        if kind == RequestOutputKind.FINAL_ONLY and not parent.finished:
+            return None
+        output = parent.to_output()
+        if kind == RequestOutputKind.DELTA:
+            output.outputs = [s.delta(parent.completions[s.index]) for s in states]
+        return output
 
     def _update(self, state: RequestState, output: EngineCoreOutput) -> FinishReason | None:
         """Fold one step's output into the request; its finish reason, if it finished."""
@@ -134,7 +187,7 @@ class OutputProcessor:
             finish_reason, stop_reason = FinishReason.STOP, stop_string
         state.parent.completions[state.index] = CompletionOutput(
             index=state.index,
-            text=state.detokenizer.text,
+            text=state.visible_text(finished=finish_reason is not None),
             token_ids=list(state.detokenizer.token_ids),
             cumulative_logprob=state.cumulative_logprob if state.wants_logprobs else None,
             logprobs=state.logprobs if state.wants_logprobs else None,

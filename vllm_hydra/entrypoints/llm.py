@@ -15,11 +15,15 @@ from tqdm import tqdm
 from vllm_hydra.config.compose import compose_config
 from vllm_hydra.config.support import check_supported
 from vllm_hydra.config.vllm import VllmConfig
-from vllm_hydra.engine.core_client import InprocClient
+from vllm_hydra.engine.core_client import InprocClient, SyncMPClient
 from vllm_hydra.engine.input_processor import ChatMessages, InputProcessor
-from vllm_hydra.engine.output_processor import OutputProcessor, ParentRequest
+from vllm_hydra.engine.output_processor import (
+    OutputProcessor,
+    ParentRequest,
+    child_sampling_params,
+)
 from vllm_hydra.request_output import RequestOutput
-from vllm_hydra.sampling_params import SamplingParams
+from vllm_hydra.sampling_params import RequestOutputKind, SamplingParams
 from vllm_hydra.tokenizer import get_tokenizer
 
 PromptInput = str | list[int]
@@ -27,14 +31,20 @@ Params = SamplingParams | Sequence[SamplingParams] | None
 
 
 class LLM:
-    def __init__(self, config: VllmConfig | list[str] | None = None) -> None:
-        """`config`: a built VllmConfig, or Hydra overrides for conf/serve.yaml."""
+    def __init__(
+        self, config: VllmConfig | list[str] | None = None, use_engine_process: bool = False
+    ) -> None:
+        """`config`: a built VllmConfig, or Hydra overrides for conf/serve.yaml.
+        `use_engine_process`: run the engine core in its own process (SyncMPClient); call
+        `shutdown()` when done (it also stops when this object is collected or Python exits)."""
         self.config = config if isinstance(config, VllmConfig) else compose_config(config or [])
         check_supported(self.config)
         self.tokenizer = get_tokenizer(self.config)
         self.input_processor = InputProcessor(self.config, self.tokenizer)
         self.output_processor = OutputProcessor(self.tokenizer)
-        self.engine_core = InprocClient(self.config)
+        self.engine_core: InprocClient | SyncMPClient = (
+            SyncMPClient(self.config) if use_engine_process else InprocClient(self.config)
+        )
         self._request_counter = itertools.count()
 
     def generate(
@@ -63,6 +73,10 @@ class LLM:
 
     def get_tokenizer(self):
         return self.tokenizer
+
+    def shutdown(self) -> None:
+        """Stop the engine core (and its process, if it has one)."""
+        self.engine_core.shutdown()
 
     def _generate(
         self,
@@ -98,8 +112,9 @@ class LLM:
                 processed = self.output_processor.process_outputs(outputs)
                 self.engine_core.abort_requests(processed.reqs_to_abort)
                 for output in processed.request_outputs:
-                    finished[output.request_id] = output
-                    bar.update(1)
+                    if output.finished:
+                        finished[output.request_id] = output
+                        bar.update(1)
         return finished
 
 
@@ -122,8 +137,6 @@ def _per_prompt(params: Params, count: int) -> list[SamplingParams]:
 
 
 def _child_params(params: SamplingParams, index: int) -> SamplingParams:
-    """Each of n sequences gets its own seed (seed + index), so they differ but reproduce."""
-    child = msgspec.structs.replace(params, n=1)
-    if params.seed is not None:
-        child = msgspec.structs.replace(child, seed=params.seed + index)
-    return child
+    """Offline generation only wants finished requests (FINAL_ONLY)."""
+    child = child_sampling_params(params, index)
+    return msgspec.structs.replace(child, output_kind=RequestOutputKind.FINAL_ONLY)

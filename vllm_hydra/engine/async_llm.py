@@ -1,0 +1,173 @@
+"""`AsyncLLM`: the asyncio engine client the OpenAI server drives (vLLM's v1/engine/async_llm.py).
+
+The engine core runs in its own process (`AsyncMPClient`). `generate()` validates and sends a
+request, then yields its `RequestOutput`s; an output-handler task pulls `EngineCoreOutputs`,
+runs the `OutputProcessor` and hands each request its outputs through a
+`RequestOutputCollector`. n > 1 runs as n child requests f"{i}_{request_id}", fanned back in.
+Cancelling a `generate()` (client disconnect) aborts the request so its KV blocks are freed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from vllm_hydra.config.support import check_supported
+from vllm_hydra.config.vllm import VllmConfig
+from vllm_hydra.engine.core_client import AsyncMPClient
+from vllm_hydra.engine.exceptions import EngineDeadError
+from vllm_hydra.engine.input_processor import InputProcessor
+from vllm_hydra.engine.messages import EngineCoreRequest
+from vllm_hydra.engine.output_collector import RequestOutputCollector
+from vllm_hydra.engine.output_processor import (
+    OutputProcessor,
+    ParentRequest,
+    child_sampling_params,
+)
+from vllm_hydra.request_output import RequestOutput
+from vllm_hydra.sampling_params import SamplingParams
+from vllm_hydra.tokenizer import get_tokenizer
+
+logger = logging.getLogger(__name__)
+
+
+class AsyncLLM:
+    def __init__(self, vllm_config: VllmConfig) -> None:
+        check_supported(vllm_config)
+        self.vllm_config = vllm_config
+        self.tokenizer = get_tokenizer(vllm_config)
+        self.input_processor = InputProcessor(vllm_config, self.tokenizer)
+        self.output_processor = OutputProcessor(self.tokenizer)
+        self.engine_core = AsyncMPClient(vllm_config)
+        self.num_gpu_blocks = self.engine_core.num_gpu_blocks
+        self._collectors: dict[str, RequestOutputCollector] = {}
+        self._children: dict[str, list[str]] = {}  # request id -> its engine request ids
+        self._output_handler: asyncio.Task | None = None
+
+    @classmethod
+    def from_vllm_config(cls, vllm_config: VllmConfig) -> AsyncLLM:
+        """Start the engine process and wait until it is ready."""
+        return cls(vllm_config)
+
+    @property
+    def errored(self) -> bool:
+        return self.engine_core.errored
+
+    @property
+    def dead_error(self) -> Exception | None:
+        return self.engine_core.dead_error
+
+    async def generate(
+        self,
+        prompt_token_ids: list[int],
+        sampling_params: SamplingParams,
+        request_id: str,
+        prompt: str | None = None,
+    ) -> AsyncIterator[RequestOutput]:
+        """Yield the request's outputs per `sampling_params.output_kind`, the last finished.
+        Validation errors (SamplingParamsError) raise before anything reaches the engine."""
+        collector = await self._add_request(prompt_token_ids, sampling_params, request_id, prompt)
+        try:
+            finished = False
+            while not finished:
+                output = await collector.get()
+                finished = output.finished
+                yield output
+        except (asyncio.CancelledError, GeneratorExit):
+            await self.abort(request_id)
+            raise
+        finally:
+            self._forget(request_id, collector)
+
+    async def _add_request(
+        self,
+        prompt_token_ids: list[int],
+        params: SamplingParams,
+        request_id: str,
+        prompt: str | None,
+    ) -> RequestOutputCollector:
+        if self.dead_error is not None:
+            raise self.dead_error
+        if request_id in self._collectors:
+            raise ValueError(f"Request {request_id} is already running.")
+        requests = self._make_requests(prompt_token_ids, params, request_id)
+        self._ensure_output_handler()
+        parent = ParentRequest(request_id, prompt, prompt_token_ids, params.n)
+        collector = RequestOutputCollector(params.output_kind)
+        self._collectors[request_id] = collector
+        self._children[request_id] = [r.request_id for r in requests]
+        for index, request in enumerate(requests):
+            self.output_processor.add_request(request, parent, index)
+        for request in requests:
+            await self.engine_core.add_request_async(request)
+        return collector
+
+    def _make_requests(
+        self, prompt_token_ids: list[int], params: SamplingParams, request_id: str
+    ) -> list[EngineCoreRequest]:
+        """Validate everything first (the parent's n included), then build the children."""
+        parent = self.input_processor.process(request_id, prompt_token_ids, params)
+        if params.n == 1:
+            return [parent]
+        return [
+            self.input_processor.process(
+                f"{i}_{request_id}", prompt_token_ids, child_sampling_params(params, i)
+            )
+            for i in range(params.n)
+        ]
+
+    def _ensure_output_handler(self) -> None:
+        if self._output_handler is None or self._output_handler.done():
+            self._output_handler = asyncio.get_running_loop().create_task(self._handle_outputs())
+
+    async def _handle_outputs(self) -> None:
+        """Engine outputs -> RequestOutputs -> each request's collector; stop strings abort."""
+        try:
+            while True:
+                outputs = await self.engine_core.get_output_async()
+                processed = self.output_processor.process_outputs(outputs.outputs)
+                for output in processed.request_outputs:
+                    collector = self._collectors.get(output.request_id)
+                    if collector is not None:
+                        collector.put(output)
+                await self.engine_core.abort_requests_async(processed.reqs_to_abort)
+        except EngineDeadError as exc:
+            self._fail_all(exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug here must not leave requests hanging
+            logger.exception("AsyncLLM output handler failed.")
+            self._fail_all(exc)
+
+    def _fail_all(self, error: Exception) -> None:
+        for collector in self._collectors.values():
+            collector.put(error)
+
+    async def abort(self, request_id: str) -> None:
+        """Stop a request: the engine frees its KV blocks; its generate() ends."""
+        children = self._children.pop(request_id, [])
+        self._collectors.pop(request_id, None)
+        self.output_processor.abort_requests(children)
+        if children and not self.errored:
+            await self.engine_core.abort_requests_async(children)
+            logger.info("Aborted request %s.", request_id)
+
+    def _forget(self, request_id: str, collector: RequestOutputCollector) -> None:
+        if self._collectors.get(request_id) is collector:
+            del self._collectors[request_id]
+            self._children.pop(request_id, None)
+
+    async def get_stats(self) -> dict[str, Any]:
+        """The engine's SchedulerStats (num_running, num_waiting, kv_cache_usage, ...)."""
+        return await self.engine_core.call_utility_async("get_stats")
+
+    async def reset_prefix_cache(self) -> bool:
+        return await self.engine_core.call_utility_async("reset_prefix_cache")
+
+    def shutdown(self) -> None:
+        """Stop the output handler and the engine process."""
+        if self._output_handler is not None and not self._output_handler.done():
+            self._output_handler.cancel()
+        self.engine_core.shutdown()
