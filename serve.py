@@ -27,8 +27,8 @@ logger = logging.getLogger("vllm_hydra.serve")
 
 # Exit status of a config that cannot run (Hydra's own compose errors exit 1).
 EXIT_CONFIG_ERROR = 2
-# Exit status while the serving path is missing: a valid config, nothing to serve it with.
-EXIT_NOT_BUILT = 3
+# Exit status of an engine that failed to start (the root cause is printed).
+EXIT_STARTUP_FAILURE = 3
 
 register_configs()
 
@@ -47,12 +47,16 @@ def run(cfg: DictConfig) -> None:
         sys.stdout.write(dry_run_report(config, resolved))
         return
     check_supported(config)
-    print(
-        "The config is valid, but serving is not built yet: the engine and the HTTP server "
-        "arrive with the next issues. Use dry_run=true to see the memory plan.",
-        file=sys.stderr,
-    )
-    sys.exit(EXIT_NOT_BUILT)
+    from vllm_hydra.engine.exceptions import EngineStartupError
+    from vllm_hydra.entrypoints.api_server import run_server
+
+    try:
+        exit_code = run_server(config)
+    except EngineStartupError as e:
+        logger.error("The engine failed to start: %s", e)
+        print(f"Engine start-up failed: {e}", file=sys.stderr)
+        sys.exit(EXIT_STARTUP_FAILURE)
+    sys.exit(exit_code)
 
 
 @hydra.main(config_path="conf", config_name="serve", version_base="1.3")

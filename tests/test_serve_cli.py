@@ -96,9 +96,3 @@ def test_info_defaults_lists_the_groups(run_dir: Path) -> None:
     result = serve("--info", "defaults", run_dir=run_dir)
     assert result.returncode == 0, result.stderr
     assert "model/tiny" in result.stdout and "scheduler/default" in result.stdout
-
-
-def test_serving_is_not_built_yet(run_dir: Path) -> None:
-    result = serve(run_dir=run_dir)
-    assert result.returncode == 3
-    assert "serving is not built yet" in result.stderr

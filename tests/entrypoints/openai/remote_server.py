@@ -1,0 +1,118 @@
+"""`RemoteServer`: `python serve.py` in a subprocess on a free port, for end-to-end tests
+(vLLM's tests/utils.py RemoteOpenAIServer). Stopping it leaves no process behind."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import psutil
+
+REPO = Path(__file__).resolve().parents[3]
+STARTUP_TIMEOUT_S = 120.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RemoteServer:
+    def __init__(
+        self, run_dir: Path, *overrides: str, env: dict[str, str] | None = None, wait: bool = True
+    ) -> None:
+        self.port = free_port()
+        self.run_dir = run_dir
+        self.log_path = run_dir.parent / f"{run_dir.name}.out"
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            sys.executable,
+            "serve.py",
+            f"server.port={self.port}",
+            *overrides,
+            f"hydra.run.dir={run_dir}",
+        ]
+        self._log = self.log_path.open("w")
+        self.started_at = time.monotonic()
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=REPO,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.ready_after_s: float | None = None
+        if wait:
+            self.wait_until_healthy()
+
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text()
+
+    def wait_until_healthy(self, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"serve.py exited {self.proc.returncode}:\n{self.output()}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    self.ready_after_s = time.monotonic() - self.started_at
+                    return
+            time.sleep(0.1)
+        self.stop()
+        raise TimeoutError(f"serve.py not healthy after {timeout_s} s:\n{self.output()}")
+
+    def client(self, **kwargs: object) -> openai.OpenAI:
+        return openai.OpenAI(
+            base_url=f"{self.url}/v1",
+            api_key=kwargs.pop("api_key", "none"),
+            max_retries=0,
+            **kwargs,
+        )  # type: ignore[arg-type]
+
+    def async_client(self, **kwargs: object) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(
+            base_url=f"{self.url}/v1", api_key="none", max_retries=0, **kwargs
+        )  # type: ignore[arg-type]
+
+    def descendants(self) -> list[psutil.Process]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            return psutil.Process(self.proc.pid).children(recursive=True)
+        return []
+
+    def engine_process(self) -> psutil.Process:
+        children = self.descendants()
+        if len(children) != 1:
+            raise RuntimeError(f"expected one engine process, found {children}")
+        return children[0]
+
+    def stop(self, timeout_s: float = 30.0) -> int:
+        """SIGTERM, then SIGKILL whatever is left (the server and every descendant)."""
+        family = (
+            [psutil.Process(self.proc.pid), *self.descendants()]
+            if self.proc.poll() is None
+            else self.descendants()
+        )
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        _, alive = psutil.wait_procs(family, timeout=5)
+        for process in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        self._log.close()
+        return code

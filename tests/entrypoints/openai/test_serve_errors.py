@@ -1,0 +1,149 @@
+"""Done-when item 2: bad input of many kinds gets the right status, OpenAI's error shape and the
+offending `param`, before any streamed byte; the server answers correctly afterwards."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.entrypoints.openai.conftest import MODEL
+from tests.entrypoints.openai.remote_server import RemoteServer
+
+CMPL = "/v1/completions"
+CHAT = "/v1/chat/completions"
+OK_MESSAGES = [{"role": "user", "content": "Hi"}]
+LONG = [5] * 2100  # over the tiny model's 2048 tokens
+
+
+def cmpl(**fields: Any) -> dict[str, Any]:
+    return {"model": MODEL, "prompt": "Hello", "max_tokens": 4, **fields}
+
+
+def chat(**fields: Any) -> dict[str, Any]:
+    return {"model": MODEL, "messages": OK_MESSAGES, "max_completion_tokens": 4, **fields}
+
+
+# (name, path, body (a dict, or raw bytes), status, param)
+CASES: list[tuple[str, str, Any, int, str | None]] = [
+    ("malformed json", CMPL, b'{"prompt": "Hello", ', 400, None),
+    ("body not an object", CMPL, b"[1, 2]", 400, None),
+    ("missing prompt", CMPL, {"model": MODEL}, 400, "prompt"),
+    ("prompt wrong type", CMPL, cmpl(prompt=5), 400, "prompt"),
+    ("max_tokens wrong type", CMPL, cmpl(max_tokens="many"), 400, "max_tokens"),
+    ("max_tokens zero", CMPL, cmpl(max_tokens=0), 400, "max_tokens"),
+    ("max_tokens negative", CMPL, cmpl(max_tokens=-3), 400, "max_tokens"),
+    ("temperature negative", CMPL, cmpl(temperature=-0.5), 400, "temperature"),
+    ("top_p above one", CMPL, cmpl(top_p=1.5), 400, "top_p"),
+    ("top_k below -1", CMPL, cmpl(top_k=-2), 400, "top_k"),
+    ("min_p above one", CMPL, cmpl(min_p=2), 400, "min_p"),
+    ("n zero", CMPL, cmpl(n=0), 400, "n"),
+    ("n wrong type", CMPL, cmpl(n="two"), 400, "n"),
+    ("presence_penalty out of range", CMPL, cmpl(presence_penalty=3), 400, "presence_penalty"),
+    ("repetition_penalty zero", CMPL, cmpl(repetition_penalty=0), 400, "repetition_penalty"),
+    ("logprobs too many", CMPL, cmpl(logprobs=50), 400, "logprobs"),
+    ("min_tokens above max_tokens", CMPL, cmpl(min_tokens=9), 400, "min_tokens"),
+    ("prompt too long", CMPL, cmpl(prompt=LONG), 400, "prompt"),
+    (
+        "prompt plus max_tokens too long",
+        CMPL,
+        cmpl(prompt=[5] * 2000, max_tokens=100),
+        400,
+        "max_tokens",
+    ),
+    ("unknown model", CMPL, cmpl(model="gpt-17"), 404, "model"),
+    ("token id out of vocabulary", CMPL, cmpl(prompt=[1, 99999]), 400, "prompt"),
+    ("empty prompt", CMPL, cmpl(prompt=""), 400, "prompt"),
+    ("empty token list", CMPL, cmpl(prompt=[]), 400, "prompt"),
+    ("stop token out of vocabulary", CMPL, cmpl(stop_token_ids=[70000]), 400, "stop_token_ids"),
+    ("logit_bias key not a token id", CMPL, cmpl(logit_bias={"x": 1.0}), 400, "logit_bias"),
+    (
+        "stream_options without stream",
+        CMPL,
+        cmpl(stream_options={"include_usage": True}),
+        400,
+        "stream_options",
+    ),
+    ("bad param while streaming", CMPL, cmpl(stream=True, temperature=-1), 400, "temperature"),
+    ("missing messages", CHAT, {"model": MODEL}, 400, "messages"),
+    ("empty messages", CHAT, chat(messages=[]), 400, "messages"),
+    ("bad role", CHAT, chat(messages=[{"role": "wizard", "content": "x"}]), 400, "messages.0.role"),
+    (
+        "content wrong type",
+        CHAT,
+        chat(messages=[{"role": "user", "content": 7}]),
+        400,
+        "messages.0.content",
+    ),
+    (
+        "max_completion_tokens zero",
+        CHAT,
+        chat(max_completion_tokens=0),
+        400,
+        "max_completion_tokens",
+    ),
+    ("top_logprobs without logprobs", CHAT, chat(top_logprobs=2), 400, "top_logprobs"),
+    ("top_logprobs too many", CHAT, chat(logprobs=True, top_logprobs=30), 400, "top_logprobs"),
+    (
+        "messages too long",
+        CHAT,
+        chat(messages=[{"role": "user", "content": "word " * 3000}]),
+        400,
+        "messages",
+    ),
+    ("chat unknown model", CHAT, chat(model="nope"), 404, "model"),
+    ("chat bad param while streaming", CHAT, chat(stream=True, top_p=0), 400, "top_p"),
+    ("detokenize out of vocabulary", "/detokenize", {"tokens": [5, -1]}, 400, "tokens"),
+    ("tokenize nothing", "/tokenize", {}, 400, "prompt"),
+]
+
+
+def post(server: RemoteServer, path: str, body: Any) -> httpx.Response:
+    if isinstance(body, bytes):
+        headers = {"content-type": "application/json"}
+        return httpx.post(server.url + path, content=body, headers=headers, timeout=30)
+    return httpx.post(server.url + path, json=body, timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("name", "path", "body", "status", "param"), CASES, ids=[c[0] for c in CASES]
+)
+def test_bad_input(
+    server: RemoteServer, name: str, path: str, body: Any, status: int, param: str | None
+) -> None:
+    response = post(server, path, body)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"  # never a started stream
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["param"] == param
+    assert error["type"] == "invalid_request_error" and error["message"]
+
+
+def test_too_long_prompt_names_the_numbers(server: RemoteServer) -> None:
+    error = post(server, CMPL, cmpl(prompt=[5] * 2000, max_tokens=100)).json()["error"]
+    assert error["message"] == (
+        "This model's maximum context length is 2048 tokens. However, you requested 2100 tokens "
+        "(2000 in the prompt, 100 in the completion). Please reduce the length of the prompt or "
+        "completion."
+    )
+    assert error["code"] == "context_length_exceeded"
+
+
+def test_unknown_model_is_model_not_found(server: RemoteServer) -> None:
+    error = post(server, CMPL, cmpl(model="gpt-17")).json()["error"]
+    assert error["code"] == "model_not_found" and "`gpt-17`" in error["message"]
+
+
+def test_server_still_answers_after_bad_input(server: RemoteServer) -> None:
+    for _, path, body, _, _ in CASES:
+        post(server, path, body)
+    good = post(server, CMPL, cmpl(temperature=0, unknown_field={"a": 1}))
+    assert good.status_code == 200
+    assert (
+        good.json()["usage"]["completion_tokens"] == 4
+        or good.json()["choices"][0]["finish_reason"] == "stop"
+    )
+    stats = httpx.get(f"{server.url}/debug/engine_stats").json()
+    assert stats["num_running"] == 0 and stats["num_waiting"] == 0

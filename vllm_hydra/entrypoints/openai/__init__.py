@@ -1,0 +1,1 @@
+"""The OpenAI-compatible HTTP API: protocol models, errors and the serving classes."""

@@ -1,0 +1,220 @@
+"""`OpenAIServingCompletion`: POST /v1/completions, as JSON or as SSE chunks.
+
+A request may carry several prompts; each runs as its own engine request, and choice `index` is
+`prompt_index * n + sequence_index`, as in vLLM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from vllm_hydra.entrypoints.openai.protocol import (
+    CompletionLogProbs,
+    CompletionRequest,
+    CompletionResponse,
+    CompletionResponseChoice,
+    CompletionStreamResponse,
+    random_id,
+)
+from vllm_hydra.entrypoints.openai.serving_engine import (
+    OpenAIServing,
+    last_output,
+    merge_async_iterators,
+    until_disconnected,
+    usage,
+)
+from vllm_hydra.request_output import CompletionOutput, Logprob, RequestOutput
+from vllm_hydra.sampling_params import SamplingParams
+
+
+@dataclass
+class PreparedPrompt:
+    token_ids: list[int]
+    text: str  # what echo repeats
+    params: SamplingParams
+
+
+class OpenAIServingCompletion(OpenAIServing):
+    prompt_param = "prompt"
+
+    async def create_completion(
+        self, request: CompletionRequest, raw_request: Request
+    ) -> CompletionResponse | AsyncIterator[str]:
+        """Validate everything, then answer as JSON or return the SSE stream."""
+        self.check_request(request)
+        prompts = [self._prepare(p, request) for p in self._prompt_list(request)]
+        request_id = random_id("cmpl")
+        streams = [
+            self.generate(p.token_ids, p.params, f"{request_id}-{i}", p.text)
+            for i, p in enumerate(prompts)
+        ]
+        if request.stream:
+            return self._stream(request, request_id, prompts, streams)
+        finals = await until_disconnected(_gather_last(streams), raw_request)
+        return self._response(request, request_id, prompts, finals)
+
+    def _prompt_list(self, request: CompletionRequest) -> list[str | list[int]]:
+        prompt = request.prompt
+        if isinstance(prompt, str) or (prompt and isinstance(prompt[0], int)):
+            return [prompt]  # type: ignore[list-item]
+        if not prompt:
+            return [[]]  # empty: the engine's check names it
+        return list(prompt)  # type: ignore[arg-type]
+
+    def _prepare(self, prompt: str | list[int], request: CompletionRequest) -> PreparedPrompt:
+        input_processor = self.engine_client.input_processor
+        token_ids = input_processor.tokenize(prompt) if prompt != "" else []
+        max_tokens = self.check_length(len(token_ids), request.max_tokens, "max_tokens")
+        params = self.sampling_params(request, max_tokens, request.logprobs)
+        if request.echo and request.logprobs is not None:
+            params.prompt_logprobs = request.logprobs
+        self.validate(token_ids, params, {})
+        text = prompt if isinstance(prompt, str) else self._decode(token_ids)
+        return PreparedPrompt(token_ids, text, params)
+
+    def _decode(self, token_ids: list[int]) -> str:
+        tokenizer = self.engine_client.tokenizer
+        return "" if tokenizer is None else tokenizer.decode(token_ids)
+
+    # ---- non-streaming -----------------------------------------------------------------------
+
+    def _response(
+        self,
+        request: CompletionRequest,
+        request_id: str,
+        prompts: list[PreparedPrompt],
+        finals: list[RequestOutput],
+    ) -> CompletionResponse:
+        choices: list[CompletionResponseChoice] = []
+        num_prompt = num_generated = 0
+        for prompt_index, (prompt, final) in enumerate(zip(prompts, finals, strict=True)):
+            num_prompt += len(final.prompt_token_ids)
+            for output in final.outputs:
+                num_generated += len(output.token_ids)
+                index = prompt_index * request.n + output.index
+                choices.append(self._choice(request, index, prompt, final, output))
+        return CompletionResponse(
+            id=request_id,
+            model=self.models.served_model_name,
+            choices=choices,
+            usage=usage(num_prompt, num_generated),
+        )
+
+    def _choice(
+        self,
+        request: CompletionRequest,
+        index: int,
+        prompt: PreparedPrompt,
+        final: RequestOutput,
+        output: CompletionOutput,
+    ) -> CompletionResponseChoice:
+        text = (prompt.text if request.echo else "") + output.text
+        logprobs = None
+        if request.logprobs is not None:
+            logprobs = CompletionLogProbs()
+            if request.echo:
+                _extend_logprobs(logprobs, prompt.token_ids, final.prompt_logprobs, 0, self)
+            offset = len(prompt.text) if request.echo else 0
+            _extend_logprobs(logprobs, output.token_ids, output.logprobs, offset, self)
+        return CompletionResponseChoice(
+            index=index,
+            text=text,
+            logprobs=logprobs,
+            finish_reason=output.finish_reason,
+            stop_reason=output.stop_reason,
+        )
+
+    # ---- streaming ---------------------------------------------------------------------------
+
+    async def _stream(
+        self,
+        request: CompletionRequest,
+        request_id: str,
+        prompts: list[PreparedPrompt],
+        streams: list[AsyncIterator[RequestOutput]],
+    ) -> AsyncIterator[str]:
+        created = int(time.time())
+        num_prompt = [0] * len(prompts)
+        num_generated = 0
+        echoed: set[int] = set()
+        async for prompt_index, delta in merge_async_iterators(*streams):
+            num_prompt[prompt_index] = len(delta.prompt_token_ids)
+            choices = []
+            for output in delta.outputs:
+                num_generated += len(output.token_ids)
+                index = prompt_index * request.n + output.index
+                text = output.text
+                if request.echo and index not in echoed:
+                    echoed.add(index)
+                    text = prompts[prompt_index].text + text
+                choices.append(self._stream_choice(request, index, text, output))
+            chunk = CompletionStreamResponse(
+                id=request_id,
+                created=created,
+                model=self.models.served_model_name,
+                choices=choices,
+            )
+            yield f"data: {chunk.model_dump_json(exclude_none=True)}\n\n"
+        if request.stream_options and request.stream_options.include_usage:
+            final = CompletionStreamResponse(
+                id=request_id,
+                created=created,
+                model=self.models.served_model_name,
+                choices=[],
+                usage=usage(sum(num_prompt), num_generated),
+            )
+            yield f"data: {final.model_dump_json(exclude_none=True)}\n\n"
+        yield "data: [DONE]\n\n"
+
+    def _stream_choice(
+        self, request: CompletionRequest, index: int, text: str, output: CompletionOutput
+    ) -> CompletionResponseChoice:
+        logprobs = None
+        if request.logprobs is not None:
+            logprobs = CompletionLogProbs()
+            _extend_logprobs(logprobs, output.token_ids, output.logprobs, 0, self)
+        return CompletionResponseChoice(
+            index=index,
+            text=text,
+            logprobs=logprobs,
+            finish_reason=output.finish_reason,
+            stop_reason=output.stop_reason,
+        )
+
+    def token_text(self, token_id: int, logprob: Logprob | None) -> str:
+        if logprob is not None and logprob.decoded_token is not None:
+            return logprob.decoded_token
+        return self._decode([token_id])
+
+
+def _extend_logprobs(
+    into: CompletionLogProbs,
+    token_ids: list[int],
+    positions: list[dict[int, Logprob] | None] | None,
+    offset: int,
+    serving: OpenAIServingCompletion,
+) -> None:
+    """Append OpenAI's legacy logprobs for `token_ids`; `positions[i]` holds token i's dict."""
+    offset = into.text_offset[-1] + len(into.tokens[-1]) if into.tokens else offset
+    for i, token_id in enumerate(token_ids):
+        entry = positions[i] if positions is not None and i < len(positions) else None
+        chosen = entry.get(token_id) if entry else None
+        token = serving.token_text(token_id, chosen)
+        into.tokens.append(token)
+        into.text_offset.append(offset)
+        into.token_logprobs.append(None if chosen is None else chosen.logprob)
+        into.top_logprobs.append(
+            None
+            if entry is None
+            else {serving.token_text(t, lp): lp.logprob for t, lp in entry.items()}
+        )
+        offset += len(token)
+
+
+async def _gather_last(streams: list[AsyncIterator[RequestOutput]]) -> list[RequestOutput]:
+    return list(await asyncio.gather(*(last_output(s) for s in streams)))

@@ -1,0 +1,199 @@
+"""`OpenAIServing`: what the completion and chat serving classes share (vLLM's serving_engine).
+
+Every check a request can fail runs here before anything is sent to the engine, so a streaming
+request gets its 400 as JSON, never after the first SSE byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from fastapi import Request
+
+from vllm_hydra.entrypoints.openai.errors import BadRequestError, ServiceUnavailableError
+from vllm_hydra.entrypoints.openai.protocol import SamplingRequest, UsageInfo
+from vllm_hydra.entrypoints.openai.serving_models import OpenAIServingModels
+from vllm_hydra.request_output import RequestOutput
+from vllm_hydra.sampling_params import RequestOutputKind, SamplingParams, SamplingParamsError
+
+if TYPE_CHECKING:
+    from vllm_hydra.engine.async_llm import AsyncLLM
+
+T = TypeVar("T")
+
+
+class ClientDisconnected(Exception):
+    """The HTTP client went away before its non-streaming answer was ready."""
+
+
+class OpenAIServing:
+    # The request's name for the prompt, used in errors: "prompt" or "messages".
+    prompt_param = "prompt"
+
+    def __init__(self, engine_client: AsyncLLM, models: OpenAIServingModels) -> None:
+        self.engine_client = engine_client
+        self.models = models
+        self.max_model_len = engine_client.vllm_config.model.max_model_len or 0
+
+    def check_request(self, request: SamplingRequest) -> None:
+        """Checks that need no tokenization: model name, engine alive, stream options."""
+        self.models.check_model(request.model)
+        self.check_engine_alive()
+        if request.stream_options is not None and not request.stream:
+            raise BadRequestError(
+                "stream_options is only allowed with stream=true.", param="stream_options"
+            )
+
+    def check_engine_alive(self) -> None:
+        if self.engine_client.errored:
+            raise ServiceUnavailableError(
+                f"The engine is dead: {self.engine_client.dead_error}", code="engine_dead"
+            )
+
+    def check_length(self, prompt_len: int, max_tokens: int | None, max_param: str) -> int:
+        """The completion's token budget; a 400 worded like OpenAI's when it does not fit."""
+        requested = max_tokens if max_tokens is not None else 1
+        if prompt_len < self.max_model_len and prompt_len + requested <= self.max_model_len:
+            return max_tokens if max_tokens is not None else self.max_model_len - prompt_len
+        where = "the messages" if self.prompt_param == "messages" else "the prompt"
+        param = self.prompt_param if prompt_len >= self.max_model_len else max_param
+        raise BadRequestError(
+            f"This model's maximum context length is {self.max_model_len} tokens. However, you "
+            f"requested {prompt_len + requested} tokens ({prompt_len} in {where}, "
+            f"{requested} in the completion). Please reduce the length of {where} or "
+            f"completion.",
+            param=param,
+            code="context_length_exceeded",
+        )
+
+    def sampling_params(
+        self, request: SamplingRequest, max_tokens: int, logprobs: int | None
+    ) -> SamplingParams:
+        """The request's sampling fields as engine SamplingParams (not yet verified)."""
+        return SamplingParams(
+            n=request.n,
+            temperature=1.0 if request.temperature is None else request.temperature,
+            top_p=1.0 if request.top_p is None else request.top_p,
+            top_k=0 if request.top_k is None else request.top_k,
+            min_p=0.0 if request.min_p is None else request.min_p,
+            presence_penalty=request.presence_penalty,
+            frequency_penalty=request.frequency_penalty,
+            repetition_penalty=(
+                1.0 if request.repetition_penalty is None else request.repetition_penalty
+            ),
+            seed=request.seed,
+            max_tokens=max_tokens,
+            min_tokens=request.min_tokens,
+            stop=[request.stop] if isinstance(request.stop, str) else list(request.stop or []),
+            stop_token_ids=list(request.stop_token_ids or []),
+            include_stop_str_in_output=request.include_stop_str_in_output,
+            ignore_eos=request.ignore_eos,
+            logprobs=logprobs,
+            logit_bias=_logit_bias(request.logit_bias),
+            skip_special_tokens=request.skip_special_tokens,
+            output_kind=RequestOutputKind.DELTA if request.stream else RequestOutputKind.FINAL_ONLY,
+        )
+
+    def validate(
+        self, prompt_token_ids: list[int], params: SamplingParams, renames: dict[str, str]
+    ) -> None:
+        """Run the engine's own input checks now; `renames` maps its names to the request's."""
+        try:
+            self.engine_client.input_processor.process("validate", prompt_token_ids, params)
+        except SamplingParamsError as e:
+            param = renames.get(e.param, e.param)
+            raise BadRequestError(str(e).replace(e.param, param, 1), param=param) from e
+
+    def generate(
+        self,
+        prompt_token_ids: list[int],
+        params: SamplingParams,
+        request_id: str,
+        prompt: str | None,
+    ) -> AsyncIterator[RequestOutput]:
+        return self.engine_client.generate(prompt_token_ids, params, request_id, prompt=prompt)
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> UsageInfo:
+    return UsageInfo(
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        total_tokens=prompt_tokens + completion_tokens,
+    )
+
+
+def _logit_bias(bias: dict[str, float] | None) -> dict[int, float] | None:
+    if bias is None:
+        return None
+    try:
+        return {int(token): value for token, value in bias.items()}
+    except ValueError as e:
+        raise BadRequestError(
+            "logit_bias keys must be token ids (integers as strings).", param="logit_bias"
+        ) from e
+
+
+async def last_output(outputs: AsyncIterator[RequestOutput]) -> RequestOutput:
+    final: RequestOutput | None = None
+    async for output in outputs:
+        final = output
+    if final is None:
+        raise RuntimeError("The engine finished a request without any output.")
+    return final
+
+
+async def until_disconnected(work: Awaitable[T], raw_request: Request) -> T:
+    """Await `work`, cancelling it (which aborts its requests) if the client goes away."""
+    task = asyncio.ensure_future(work)
+    listener = asyncio.ensure_future(_wait_for_disconnect(raw_request))
+    done, _ = await asyncio.wait({task, listener}, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        listener.cancel()
+        return task.result()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    raise ClientDisconnected
+
+
+async def _wait_for_disconnect(raw_request: Request) -> None:
+    while True:
+        message: dict[str, Any] = await raw_request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def merge_async_iterators(
+    *iterators: AsyncIterator[T],
+) -> AsyncIterator[tuple[int, T]]:
+    """Items of several iterators as they come, tagged with the iterator's index."""
+    if len(iterators) == 1:
+        async for item in iterators[0]:
+            yield 0, item
+        return
+    queue: asyncio.Queue[tuple[int, T] | BaseException | None] = asyncio.Queue()
+
+    async def drain(index: int, iterator: AsyncIterator[T]) -> None:
+        try:
+            async for item in iterator:
+                await queue.put((index, item))
+            await queue.put(None)
+        except BaseException as e:  # handed to the consumer, which re-raises it
+            await queue.put(e)
+
+    tasks = [asyncio.ensure_future(drain(i, it)) for i, it in enumerate(iterators)]
+    try:
+        remaining = len(tasks)
+        while remaining:
+            item = await queue.get()
+            if item is None:
+                remaining -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield item
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
