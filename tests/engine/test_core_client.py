@@ -17,6 +17,7 @@ from vllm_hydra import LLM, SamplingParams
 from vllm_hydra.config.vllm import VllmConfig
 from vllm_hydra.engine.core_client import SyncMPClient
 from vllm_hydra.engine.exceptions import EngineDeadError
+from vllm_hydra.engine.messages import EngineCoreRequest
 
 PROMPTS = ["Once upon a time", "The LORD said unto Moses", "A fool and his money"]
 
@@ -102,3 +103,22 @@ def test_engine_exits_when_its_parent_is_killed(tmp_path) -> None:
     finally:
         parent.kill()
         parent.wait()
+
+
+def test_a_fatal_engine_error_sends_the_dead_frame(tiny_config: VllmConfig) -> None:
+    client = SyncMPClient(tiny_config)
+    try:
+        # Past the InputProcessor's checks: a token id outside the vocabulary crashes the model.
+        bad = EngineCoreRequest(
+            request_id="bad",
+            prompt_token_ids=[10**6],
+            sampling_params=SamplingParams(max_tokens=2),
+            eos_token_id=2,
+            arrival_time=0.0,
+        )
+        client.add_request(bad)
+        with pytest.raises(EngineDeadError, match="ENGINE_CORE_DEAD"):
+            client.get_output()
+        assert wait_until(lambda: is_gone(client.engine_pid), timeout_s=10)
+    finally:
+        client.shutdown()

@@ -114,6 +114,7 @@ PARENT_POLL_S = 0.5
 SEND_LINGER_MS = 4000
 
 _WAKEUP = (None, None)  # an input-queue item that only wakes the busy loop
+_IO_FAILED = "IO_FAILED"  # an input-queue item: an IO thread died of this exception
 _DECODERS = {
     EngineCoreRequestType.ADD: msgspec.msgpack.Decoder(EngineCoreRequest),
     EngineCoreRequestType.ABORT: msgspec.msgpack.Decoder(list[str]),
@@ -159,7 +160,14 @@ class EngineCoreProc(EngineCore):
             (self._process_input_socket, inputs),
             (self._process_output_socket, outputs),
         ):
-            threading.Thread(target=target, args=(sock,), daemon=True).start()
+            threading.Thread(target=self._run_io, args=(target, sock), daemon=True).start()
+
+    def _run_io(self, target: Any, sock: zmq.Socket) -> None:
+        """An IO thread that fails takes the engine down (rather than leave clients waiting)."""
+        try:
+            target(sock)
+        except Exception as exc:
+            self.input_queue.put((_IO_FAILED, exc))
 
     def _process_input_socket(self, sock: zmq.Socket) -> None:
         """Input thread: decode each request and queue it for the busy loop."""
@@ -173,7 +181,7 @@ class EngineCoreProc(EngineCore):
         encoder = msgspec.msgpack.Encoder()
         while True:
             item = self.output_queue.get()
-            if item == ENGINE_CORE_DEAD:
+            if isinstance(item, bytes):  # ENGINE_CORE_DEAD
                 sock.send(ENGINE_CORE_DEAD)
                 sock.close(linger=SEND_LINGER_MS)
                 return
@@ -197,7 +205,9 @@ class EngineCoreProc(EngineCore):
             if outputs.outputs or outputs.finished_requests:
                 self.output_queue.put(outputs)
 
-    def _handle_client_request(self, request_type: EngineCoreRequestType | None, body: Any) -> None:
+    def _handle_client_request(self, request_type: Any, body: Any) -> None:
+        if request_type == _IO_FAILED:
+            raise RuntimeError("An engine IO thread failed.") from body
         if request_type == EngineCoreRequestType.ADD:
             self.add_request(body)
         elif request_type == EngineCoreRequestType.ABORT:
