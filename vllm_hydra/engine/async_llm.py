@@ -150,9 +150,13 @@ class AsyncLLM:
         children = self._children.pop(request_id, [])
         self._collectors.pop(request_id, None)
         self.output_processor.abort_requests(children)
-        if children and not self.errored:
+        if not children:
+            return
+        try:
             await self.engine_core.abort_requests_async(children)
             logger.info("Aborted request %s.", request_id)
+        except EngineDeadError:
+            pass  # a dead engine holds no blocks
 
     def _forget(self, request_id: str, collector: RequestOutputCollector) -> None:
         if self._collectors.get(request_id) is collector:
@@ -167,7 +171,9 @@ class AsyncLLM:
         return await self.engine_core.call_utility_async("reset_prefix_cache")
 
     def shutdown(self) -> None:
-        """Stop the output handler and the engine process."""
+        """Stop the output handler and the engine process; in-flight generate()s raise
+        EngineDeadError."""
         if self._output_handler is not None and not self._output_handler.done():
             self._output_handler.cancel()
         self.engine_core.shutdown()
+        self._fail_all(EngineDeadError("The engine was shut down."))

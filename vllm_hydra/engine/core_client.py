@@ -19,6 +19,7 @@ import queue
 import shutil
 import tempfile
 import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,8 @@ class MPClient:
         self._dead_lock = threading.Lock()
         self._call_ids = itertools.count()
         self._tmpdir = tempfile.mkdtemp(prefix="vllm_hydra_")
+        # The socket files go even if shutdown() is never called.
+        weakref.finalize(self, shutil.rmtree, self._tmpdir, ignore_errors=True)
         try:
             self._launch(vllm_config)
         except BaseException:
@@ -134,6 +137,8 @@ class MPClient:
     def _ensure_alive(self) -> None:
         if self.dead_error is not None:
             raise self.dead_error
+        if self._closing:
+            raise EngineDeadError("The client was shut down.")
 
     def _encode(self, request_type: EngineCoreRequestType, body: Any) -> list[bytes]:
         return [request_type.value, self.encoder.encode(body)]
