@@ -12,6 +12,8 @@ from safetensors.torch import load_file, save_file
 from tests.engine.conftest import child_pids
 from tests.model_factory import write_random_checkpoint
 from vllm_hydra.config.compose import compose_config
+from vllm_hydra.config.vllm import VllmConfig
+from vllm_hydra.engine import launch
 from vllm_hydra.engine.core_client import SyncMPClient
 from vllm_hydra.engine.exceptions import EngineStartupError
 
@@ -41,4 +43,14 @@ def test_missing_tensor_fails_start_up_at_once_naming_it(broken_checkpoint: Path
     message = str(err.value)
     assert "Engine core initialization failed" in message
     assert "ModelLoadError" in message and MISSING in message
+    assert child_pids() <= before
+
+
+def test_an_engine_that_is_never_ready_is_stopped(
+    tiny_config: VllmConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(launch, "ENGINE_READY_TIMEOUT_S", 0.05)
+    before = child_pids()
+    with pytest.raises(EngineStartupError, match=r"not ready after 0\.05 s"):
+        SyncMPClient(tiny_config)
     assert child_pids() <= before

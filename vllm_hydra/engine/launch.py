@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +32,9 @@ logger = logging.getLogger(__name__)
 SHUTDOWN_TIMEOUT_S = 5.0
 # After the process exits, how long to wait for the FAILED message it may have sent.
 LAST_WORDS_S = 0.5
+# An engine that neither gets ready nor dies in this long is hung (vLLM's
+# VLLM_ENGINE_READY_TIMEOUT_S).
+ENGINE_READY_TIMEOUT_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -111,8 +115,14 @@ def wait_for_engine_startup(
     poller.register(handshake, zmq.POLLIN)
     poller.register(manager.sentinel, zmq.POLLIN)
     state = "NEW"
+    deadline = time.monotonic() + ENGINE_READY_TIMEOUT_S
     while True:
-        events = dict(poller.poll())
+        remaining_ms = int((deadline - time.monotonic()) * 1000)
+        events = dict(poller.poll(max(remaining_ms, 0)))
+        if not events:
+            raise EngineStartupError(
+                f"Engine core initialization failed: not ready after {ENGINE_READY_TIMEOUT_S} s."
+            )
         if handshake in events:
             identity, payload = handshake.recv_multipart()
             message = msgspec.msgpack.decode(payload, type=EngineHandshake)

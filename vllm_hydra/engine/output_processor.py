@@ -185,16 +185,26 @@ class OutputProcessor:
         finish_reason, stop_reason = output.finish_reason, output.stop_reason
         if stop_string is not None:
             finish_reason, stop_reason = FinishReason.STOP, stop_string
-        state.parent.completions[state.index] = CompletionOutput(
+        if finish_reason is not None or state.output_kind != RequestOutputKind.FINAL_ONLY:
+            state.parent.completions[state.index] = self._completion(
+                state, finish_reason, stop_reason
+            )
+        return finish_reason
+
+    @staticmethod
+    def _completion(
+        state: RequestState, finish_reason: FinishReason | None, stop_reason: int | str | None
+    ) -> CompletionOutput:
+        """A snapshot of the sequence so far (copies: the state keeps growing)."""
+        return CompletionOutput(
             index=state.index,
             text=state.visible_text(finished=finish_reason is not None),
             token_ids=list(state.detokenizer.token_ids),
             cumulative_logprob=state.cumulative_logprob if state.wants_logprobs else None,
-            logprobs=state.logprobs if state.wants_logprobs else None,
+            logprobs=list(state.logprobs) if state.wants_logprobs else None,
             finish_reason=str(finish_reason) if finish_reason is not None else None,
             stop_reason=stop_reason,
         )
-        return finish_reason
 
     def _append_logprobs(self, state: RequestState, rows: LogprobsRows) -> None:
         for position in self._to_dicts(rows, state.num_logprobs):
