@@ -53,7 +53,6 @@ def run(cfg: DictConfig) -> None:
     try:
         exit_code = run_server(config)
     except EngineStartupError as e:
-        logger.error("The engine failed to start: %s", e)
         print(f"Engine start-up failed: {e}", file=sys.stderr)
         sys.exit(EXIT_STARTUP_FAILURE)
     sys.exit(exit_code)

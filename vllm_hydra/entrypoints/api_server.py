@@ -39,7 +39,7 @@ from vllm_hydra.entrypoints.openai.protocol import (
 )
 from vllm_hydra.entrypoints.openai.serving_chat import OpenAIServingChat
 from vllm_hydra.entrypoints.openai.serving_completion import OpenAIServingCompletion
-from vllm_hydra.entrypoints.openai.serving_engine import ClientDisconnected
+from vllm_hydra.entrypoints.openai.serving_engine import ClientDisconnected, ServerLoad
 from vllm_hydra.entrypoints.openai.serving_models import OpenAIServingModels
 from vllm_hydra.entrypoints.openai.serving_tokenization import OpenAIServingTokenization
 
@@ -71,10 +71,11 @@ async def build_async_engine_client(vllm_config: VllmConfig) -> AsyncIterator[As
 def build_app(engine_client: AsyncLLM, vllm_config: VllmConfig) -> FastAPI:
     app = FastAPI(title="vllm_hydra", version=vllm_hydra.__version__)
     models = OpenAIServingModels(vllm_config)
+    load = ServerLoad(vllm_config.scheduler.max_num_seqs, vllm_config.server.max_queued_requests)
     app.state.engine_client = engine_client
     app.state.models = models
-    app.state.serving_completion = OpenAIServingCompletion(engine_client, models)
-    app.state.serving_chat = OpenAIServingChat(engine_client, models)
+    app.state.serving_completion = OpenAIServingCompletion(engine_client, models, load)
+    app.state.serving_chat = OpenAIServingChat(engine_client, models, load)
     app.state.serving_tokenization = OpenAIServingTokenization(engine_client, models)
     register_error_handlers(app)
     if vllm_config.server.api_key:
@@ -111,8 +112,20 @@ async def _respond(result: Awaitable[Any]) -> Response:
     except ClientDisconnected:
         return Response(status_code=499)
     if hasattr(answer, "__aiter__"):
-        return StreamingResponse(_sse(answer), media_type="text/event-stream")
+        return SSEResponse(_sse(answer), media_type="text/event-stream")
     return JSONResponse(answer.model_dump(exclude_none=True))
+
+
+class SSEResponse(StreamingResponse):
+    """A stream that closes its generator as soon as the response ends, also when the client
+    left mid-stream, so the request is aborted now rather than when the generator is collected.
+    """
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.body_iterator.aclose()  # type: ignore[attr-defined]
 
 
 async def _sse(chunks: AsyncIterator[str]) -> AsyncIterator[str]:

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -91,10 +92,16 @@ class RemoteServer:
         return []
 
     def engine_process(self) -> psutil.Process:
-        children = self.descendants()
-        if len(children) != 1:
-            raise RuntimeError(f"expected one engine process, found {children}")
-        return children[0]
+        """The spawned EngineCore process (not multiprocessing's resource tracker)."""
+        engines = [
+            p
+            for p in self.descendants()
+            if "spawn_main" in " ".join(p.cmdline())
+            and "resource_tracker" not in " ".join(p.cmdline())
+        ]
+        if len(engines) != 1:
+            raise RuntimeError(f"expected one engine process, found {self.descendants()}")
+        return engines[0]
 
     def stop(self, timeout_s: float = 30.0) -> int:
         """SIGTERM, then SIGKILL whatever is left (the server and every descendant)."""
@@ -116,3 +123,39 @@ class RemoteServer:
                 process.kill()
         self._log.close()
         return code
+
+
+class StreamReader(threading.Thread):
+    """Reads one long streaming completion in the background and records how it ended."""
+
+    def __init__(
+        self, server: RemoteServer, body: dict, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(daemon=True)
+        self.url = f"{server.url}/v1/completions"
+        self.body = {**body, "stream": True}
+        self.headers = headers or {}
+        self._leave = threading.Event()
+        self.lines: list[str] = []
+        self.error: Exception | None = None
+        self.started = threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        try:
+            with httpx.stream(
+                "POST", self.url, json=self.body, headers=self.headers, timeout=60
+            ) as response:
+                for line in response.iter_lines():
+                    self.lines.append(line)
+                    self.started.set()
+                    if self._leave.is_set():
+                        break  # leaving the block closes the connection
+        except httpx.HTTPError as e:
+            self.error = e
+        self.started.set()
+
+    def stop(self) -> None:
+        """Leave the stream (the server must abort the request) and wait for the thread."""
+        self._leave.set()
+        self.join(10)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 from fastapi import Request
 
@@ -141,15 +142,16 @@ class OpenAIServingChat(OpenAIServing):
             )
             return f"data: {body.model_dump_json(exclude_none=True)}\n\n"
 
-        async for delta in outputs:
-            num_prompt = len(delta.prompt_token_ids)
-            for output in delta.outputs:
-                if output.index not in started:  # the role goes first, alone
-                    started.add(output.index)
-                    role = DeltaMessage(role="assistant", content="")
-                    yield chunk([ChatCompletionStreamChoice(index=output.index, delta=role)])
-                num_generated += len(output.token_ids)
-                yield chunk([self._stream_choice(request, output)])
+        async with aclosing(outputs):  # type: ignore[type-var]
+            async for delta in outputs:
+                num_prompt = len(delta.prompt_token_ids)
+                for output in delta.outputs:
+                    if output.index not in started:  # the role goes first, alone
+                        started.add(output.index)
+                        role = DeltaMessage(role="assistant", content="")
+                        yield chunk([ChatCompletionStreamChoice(index=output.index, delta=role)])
+                    num_generated += len(output.token_ids)
+                    yield chunk([self._stream_choice(request, output)])
         if request.stream_options and request.stream_options.include_usage:
             body = ChatCompletionStreamResponse(
                 id=request_id,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable
+from contextlib import aclosing
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import Request
@@ -28,19 +30,42 @@ class ClientDisconnected(Exception):
     """The HTTP client went away before its non-streaming answer was ready."""
 
 
+@dataclass
+class ServerLoad:
+    """Sequences in flight across the server, for server.max_queued_requests: beyond
+    `max_num_seqs` running ones, at most `max_queued` may wait; later requests get 503."""
+
+    max_num_seqs: int
+    max_queued: int | None = None
+    in_flight: int = 0
+
+    @property
+    def full(self) -> bool:
+        return self.max_queued is not None and self.in_flight - self.max_num_seqs >= self.max_queued
+
+
 class OpenAIServing:
     # The request's name for the prompt, used in errors: "prompt" or "messages".
     prompt_param = "prompt"
 
-    def __init__(self, engine_client: AsyncLLM, models: OpenAIServingModels) -> None:
+    def __init__(
+        self, engine_client: AsyncLLM, models: OpenAIServingModels, load: ServerLoad | None = None
+    ) -> None:
         self.engine_client = engine_client
         self.models = models
         self.max_model_len = engine_client.vllm_config.model.max_model_len or 0
+        self.load = load
 
     def check_request(self, request: SamplingRequest) -> None:
         """Checks that need no tokenization: model name, engine alive, stream options."""
         self.models.check_model(request.model)
         self.check_engine_alive()
+        if self.load is not None and self.load.full:
+            raise ServiceUnavailableError(
+                f"The server is busy: {self.load.max_queued} requests are already waiting "
+                f"(server.max_queued_requests). Retry later.",
+                code="queue_full",
+            )
         if request.stream_options is not None and not request.stream:
             raise BadRequestError(
                 "stream_options is only allowed with stream=true.", param="stream_options"
@@ -113,7 +138,20 @@ class OpenAIServing:
         request_id: str,
         prompt: str | None,
     ) -> AsyncIterator[RequestOutput]:
-        return self.engine_client.generate(prompt_token_ids, params, request_id, prompt=prompt)
+        outputs = self.engine_client.generate(prompt_token_ids, params, request_id, prompt=prompt)
+        return outputs if self.load is None else _counted(outputs, self.load, params.n)
+
+
+async def _counted(
+    outputs: AsyncIterator[RequestOutput], load: ServerLoad, num_seqs: int
+) -> AsyncIterator[RequestOutput]:
+    load.in_flight += num_seqs
+    try:
+        async with aclosing(outputs):  # type: ignore[type-var]
+            async for output in outputs:
+                yield output
+    finally:
+        load.in_flight -= num_seqs
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> UsageInfo:
@@ -169,8 +207,9 @@ async def merge_async_iterators(
 ) -> AsyncIterator[tuple[int, T]]:
     """Items of several iterators as they come, tagged with the iterator's index."""
     if len(iterators) == 1:
-        async for item in iterators[0]:
-            yield 0, item
+        async with aclosing(iterators[0]):  # type: ignore[type-var]
+            async for item in iterators[0]:
+                yield 0, item
         return
     queue: asyncio.Queue[tuple[int, T] | BaseException | None] = asyncio.Queue()
 
