@@ -65,6 +65,7 @@ CASES: list[tuple[str, str, Any, int, str | None]] = [
         400,
         "stream_options",
     ),
+    ("suffix not supported", CMPL, cmpl(suffix="The end."), 400, "suffix"),
     ("bad param while streaming", CMPL, cmpl(stream=True, temperature=-1), 400, "temperature"),
     ("missing messages", CHAT, {"model": MODEL}, 400, "messages"),
     ("empty messages", CHAT, chat(messages=[]), 400, "messages"),

@@ -54,7 +54,6 @@ class UsageInfo(OpenAIBaseModel):
 
 class StreamOptions(OpenAIBaseModel):
     include_usage: bool = False
-    continuous_usage_stats: bool = False
 
 
 # ---- requests ---------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
+from vllm_hydra.entrypoints.openai.errors import BadRequestError
 from vllm_hydra.entrypoints.openai.protocol import (
     CompletionLogProbs,
     CompletionRequest,
@@ -47,6 +48,8 @@ class OpenAIServingCompletion(OpenAIServing):
     ) -> CompletionResponse | AsyncIterator[str]:
         """Validate everything, then answer as JSON or return the SSE stream."""
         self.check_request(request)
+        if request.suffix is not None:
+            raise BadRequestError("suffix (insertion) is not supported.", param="suffix")
         prompts = [self._prepare(p, request) for p in self._prompt_list(request)]
         request_id = random_id("cmpl")
         streams = [
