@@ -47,6 +47,7 @@ def test_utility_calls_and_clean_shutdown(tiny_config: VllmConfig) -> None:
     pid = client.engine_pid
     assert pid is not None and pid not in before and client.num_gpu_blocks > 0
     assert client.max_model_len == tiny_config.model.max_model_len
+    os.kill(pid, signal.SIGINT)  # Ctrl-C is the frontend's to handle, not the engine's
     stats = client.call_utility("get_stats")
     assert stats["num_running"] == 0 and stats["kv_cache_usage"] == 0.0
     assert client.call_utility("reset_prefix_cache") is True

@@ -237,6 +237,9 @@ class EngineCoreProc(EngineCore):
 def run_engine_core(vllm_config: VllmConfig, handshake_address: str, parent_pid: int) -> None:
     """Entry point of the engine process: handshake, build, serve until told to stop."""
     _configure_logging()
+    # Ctrl-C reaches the whole process group; the frontend decides (it may drain requests
+    # first) and then stops this process with SIGTERM.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _exit_when_parent_dies(parent_pid)
     engine: EngineCoreProc | None = None
     try:
@@ -274,7 +277,6 @@ def _install_signal_handlers(engine: EngineCoreProc) -> None:
         engine.request_shutdown()
 
     signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
 
 
 def _exit_when_parent_dies(parent_pid: int) -> None:
