@@ -1,8 +1,8 @@
 """The OpenAI-compatible HTTP server: FastAPI under uvicorn in front of one `AsyncLLM`.
 
-run_server -> build_async_engine_client (AsyncLLM.from_vllm_config) -> build_app -> serve_http,
-as in vLLM's entrypoints/openai/api_server.py. Exit status: 0 after SIGTERM/SIGINT,
-EXIT_ENGINE_DEAD after the engine died while serving.
+run_server -> build_app + serve_http (503 while loading) -> build_async_engine_client
+(AsyncLLM.from_vllm_config) -> attach_engine, as in vLLM's entrypoints/openai/api_server.py.
+Exit status: 0 after SIGTERM/SIGINT, EXIT_ENGINE_DEAD after the engine died while serving.
 """
 
 from __future__ import annotations
@@ -14,12 +14,14 @@ import signal
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 import vllm_hydra
 from vllm_hydra.config.server import ServerConfig
@@ -54,6 +56,8 @@ ENGINE_DEAD_GRACE_S = 3.0
 ENGINE_WATCH_INTERVAL_S = 0.2
 # Paths the API key guards (vLLM guards /v1 and friends; /health stays open).
 GUARDED_PREFIXES = ("/v1",)
+# Paths that answer while the model loads (everything else, /health included, answers 503).
+OPEN_WHILE_LOADING = ("/version",)
 
 
 @asynccontextmanager
@@ -61,27 +65,39 @@ async def build_async_engine_client(vllm_config: VllmConfig) -> AsyncIterator[As
     """Start the engine process; shut it down (no orphans) however the server ends."""
     from vllm_hydra.engine.async_llm import AsyncLLM
 
-    engine = AsyncLLM.from_vllm_config(vllm_config)
+    # In a thread, so the event loop (and /health's 503) runs while the model loads.
+    engine = await asyncio.to_thread(AsyncLLM.from_vllm_config, vllm_config)
     try:
         yield engine
     finally:
         engine.shutdown()
 
 
-def build_app(engine_client: AsyncLLM, vllm_config: VllmConfig) -> FastAPI:
+def build_app(engine_client: AsyncLLM | None, vllm_config: VllmConfig) -> FastAPI:
+    """The FastAPI app. Without an engine yet it answers 503 (`loading`) until
+    `attach_engine` gives it one, so /health tells a load balancer when to start sending."""
     app = FastAPI(title="vllm_hydra", version=vllm_hydra.__version__)
-    models = OpenAIServingModels(vllm_config)
-    load = ServerLoad(vllm_config.scheduler.max_num_seqs, vllm_config.server.max_queued_requests)
-    app.state.engine_client = engine_client
-    app.state.models = models
+    app.state.engine_client = None
+    app.state.models = OpenAIServingModels(vllm_config)
+    app.state.load = ServerLoad(
+        vllm_config.scheduler.max_num_seqs, vllm_config.server.max_queued_requests
+    )
+    register_error_handlers(app)
+    app.add_middleware(RequestGuard, check=_refuse_while_loading)
+    if vllm_config.server.api_key:
+        app.add_middleware(RequestGuard, check=_api_key_check(vllm_config.server.api_key))
+    _add_routes(app)
+    if engine_client is not None:
+        attach_engine(app, engine_client)
+    return app
+
+
+def attach_engine(app: FastAPI, engine_client: AsyncLLM) -> None:
+    models, load = app.state.models, app.state.load
     app.state.serving_completion = OpenAIServingCompletion(engine_client, models, load)
     app.state.serving_chat = OpenAIServingChat(engine_client, models, load)
     app.state.serving_tokenization = OpenAIServingTokenization(engine_client, models)
-    register_error_handlers(app)
-    if vllm_config.server.api_key:
-        app.middleware("http")(_api_key_middleware(vllm_config.server.api_key))
-    _add_routes(app)
-    return app
+    app.state.engine_client = engine_client  # last: this opens the routes
 
 
 def _add_routes(app: FastAPI) -> None:
@@ -176,22 +192,45 @@ async def engine_stats(raw_request: Request) -> JSONResponse:
     return JSONResponse(await engine.get_stats())
 
 
-def _api_key_middleware(api_key: str) -> Callable[..., Awaitable[Response]]:
+class RequestGuard:
+    """Pure ASGI middleware: `check(scope)` may answer a request itself (an error response).
+    Pure ASGI, unlike BaseHTTPMiddleware, leaves streaming and disconnect detection alone."""
+
+    def __init__(self, app: ASGIApp, check: Callable[[Scope], Response | None]) -> None:
+        self.app = app
+        self.check = check
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        refusal = self.check(scope) if scope["type"] == "http" else None
+        if refusal is not None:
+            await refusal(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+def _refuse_while_loading(scope: Scope) -> Response | None:
+    if scope["app"].state.engine_client is not None or scope["path"] in OPEN_WHILE_LOADING:
+        return None
+    return error_json(ServiceUnavailableError("The model is still loading.", code="loading"))
+
+
+def _api_key_check(api_key: str) -> Callable[[Scope], Response | None]:
     expected = f"Bearer {api_key}".encode()
 
-    async def check_api_key(request: Request, call_next: Callable[..., Awaitable[Response]]):
-        guarded = request.url.path.startswith(GUARDED_PREFIXES) and request.method != "OPTIONS"
-        given = request.headers.get("authorization", "").encode()
-        if guarded and not hmac.compare_digest(given, expected):
-            return error_json(
-                AuthenticationError(
-                    "Missing or incorrect API key: send 'Authorization: Bearer <key>'.",
-                    code="invalid_api_key",
-                )
+    def check(scope: Scope) -> Response | None:
+        if not scope["path"].startswith(GUARDED_PREFIXES) or scope["method"] == "OPTIONS":
+            return None
+        given = Headers(scope=scope).get("authorization", "").encode()
+        if hmac.compare_digest(given, expected):
+            return None
+        return error_json(
+            AuthenticationError(
+                "Missing or incorrect API key: send 'Authorization: Bearer <key>'.",
+                code="invalid_api_key",
             )
-        return await call_next(request)
+        )
 
-    return check_api_key
+    return check
 
 
 # ---- serving ------------------------------------------------------------------------------------
@@ -200,6 +239,7 @@ def _api_key_middleware(api_key: str) -> Callable[..., Awaitable[Response]]:
 @dataclass
 class ServerState:
     exit_code: int = 0
+    signals: list[str] = field(default_factory=list)
 
 
 def bind_socket(config: ServerConfig) -> socket.socket:
@@ -211,10 +251,11 @@ def bind_socket(config: ServerConfig) -> socket.socket:
     return sock
 
 
-async def serve_http(
-    app: FastAPI, config: ServerConfig, sock: socket.socket, engine: AsyncLLM
-) -> int:
-    """Serve until SIGTERM/SIGINT (0) or until the engine dies (EXIT_ENGINE_DEAD)."""
+def serve_http(
+    app: FastAPI, config: ServerConfig, sock: socket.socket
+) -> tuple[uvicorn.Server, asyncio.Future]:
+    """Start uvicorn on `sock`. It handles SIGTERM/SIGINT itself: stop accepting, let requests
+    finish for server.shutdown_timeout_s, then cancel them (which aborts them in the engine)."""
     uv_config = uvicorn.Config(
         app,
         log_config=None,  # keep Hydra's logging
@@ -222,24 +263,12 @@ async def serve_http(
         timeout_keep_alive=5,
     )
     server = uvicorn.Server(uv_config)
-    state = ServerState()
-    watchdog = asyncio.ensure_future(_watch_engine(engine, server, state))
+    return server, asyncio.ensure_future(server.serve(sockets=[sock]))
+
+
+def _url(sock: socket.socket) -> str:
     host, port = sock.getsockname()[:2]
-    logger.info(
-        "Serving the OpenAI API at http://%s:%d (model %s)",
-        _url_host(host),
-        port,
-        app.state.models.served_model_name,
-    )
-    try:
-        await server.serve(sockets=[sock])
-    finally:
-        watchdog.cancel()
-    return state.exit_code
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 async def _watch_engine(engine: AsyncLLM, server: uvicorn.Server, state: ServerState) -> None:
@@ -255,29 +284,51 @@ async def _watch_engine(engine: AsyncLLM, server: uvicorn.Server, state: ServerS
     server.should_exit = True
 
 
-async def _run(vllm_config: VllmConfig, sock: socket.socket) -> int:
-    async with build_async_engine_client(vllm_config) as engine:
-        app = build_app(engine, vllm_config)
-        return await serve_http(app, vllm_config.server, sock, engine)
-
-
-def _interrupt(signum: int, _: Any) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
+async def _run(vllm_config: VllmConfig, sock: socket.socket, state: ServerState) -> int:
+    app = build_app(None, vllm_config)
+    server, serving = serve_http(app, vllm_config.server, sock)
+    logger.info("Listening at %s; /health answers 503 until the model is loaded.", _url(sock))
+    try:
+        async with build_async_engine_client(vllm_config) as engine:
+            if serving.done():  # a signal while loading: stop now that the engine can be stopped
+                return 0
+            attach_engine(app, engine)
+            logger.info(
+                "Serving the OpenAI API at %s (model %s)",
+                _url(sock),
+                app.state.models.served_model_name,
+            )
+            watchdog = asyncio.ensure_future(_watch_engine(engine, server, state))
+            try:
+                await serving
+            finally:
+                watchdog.cancel()
+    finally:
+        if not serving.done():  # the engine failed to start
+            server.should_exit = True
+            await serving
+    return state.exit_code
 
 
 def run_server(vllm_config: VllmConfig) -> int:
-    """Start the engine, serve, and return the process's exit status.
+    """Serve until SIGTERM/SIGINT (exit status 0) or until the engine dies (EXIT_ENGINE_DEAD);
+    an engine that fails to start raises EngineStartupError after the HTTP server stopped.
 
-    SIGTERM becomes KeyboardInterrupt (as in vLLM) so that a signal during start-up or after
-    uvicorn's graceful shutdown still unwinds through the engine's shutdown.
+    Signals are uvicorn's while it serves. Ours only note them: uvicorn re-raises the signal
+    it handled once it stops, and the engine must still be shut down after that.
     """
+    state = ServerState()
+
+    def note_signal(signum: int, _: Any) -> None:
+        state.signals.append(signal.Signals(signum).name)
+
     sock = bind_socket(vllm_config.server)
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, note_signal)
+    signal.signal(signal.SIGINT, note_signal)
     try:
-        return asyncio.run(_run(vllm_config, sock))
-    except KeyboardInterrupt as e:
-        logger.info("Stopped by %s.", e)
-        return 0
+        exit_code = asyncio.run(_run(vllm_config, sock, state))
     finally:
         sock.close()
+    if state.signals:
+        logger.info("Stopped by %s.", state.signals[0])
+    return exit_code

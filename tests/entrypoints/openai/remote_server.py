@@ -57,7 +57,8 @@ class RemoteServer:
             self.wait_until_healthy()
 
     def output(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text()
 
     def wait_until_healthy(self, timeout_s: float = STARTUP_TIMEOUT_S) -> None:

@@ -34,7 +34,7 @@ def test_sigterm_drains_for_shutdown_timeout(tmp_path: Path) -> None:
     server = RemoteServer(tmp_path / "run", "server.shutdown_timeout_s=30")
     try:
         family = [psutil.Process(server.proc.pid), *server.descendants()]
-        body = {**LONG, "max_tokens": 200, "stream_options": {"include_usage": True}}
+        body = {**LONG, "max_tokens": 100, "stream_options": {"include_usage": True}}
         reader = StreamReader(server, body)
         assert reader.started.wait(30)
         server.proc.terminate()
@@ -42,7 +42,7 @@ def test_sigterm_drains_for_shutdown_timeout(tmp_path: Path) -> None:
         assert server.proc.wait(30) == 0, server.output()
         assert "data: [DONE]" in reader.lines[-2:]
         usage_lines = [line for line in reader.lines if '"usage"' in line]
-        assert usage_lines and '"completion_tokens":200' in usage_lines[-1]
+        assert usage_lines and '"completion_tokens":100' in usage_lines[-1]
         assert psutil.wait_procs(family, timeout=5)[1] == []
     finally:
         server.stop()
