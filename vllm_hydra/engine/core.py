@@ -156,11 +156,16 @@ class EngineCoreProc(EngineCore):
     def _start_io_threads(self, addresses: EngineZmqAddresses) -> None:
         inputs = _connect(self.ctx, zmq.PULL, addresses.inputs)
         outputs = _connect(self.ctx, zmq.PUSH, addresses.outputs)
-        for target, sock in (
-            (self._process_input_socket, inputs),
-            (self._process_output_socket, outputs),
-        ):
-            threading.Thread(target=self._run_io, args=(target, sock), daemon=True).start()
+        threads = [
+            threading.Thread(target=self._run_io, args=(target, sock), daemon=True)
+            for target, sock in (
+                (self._process_input_socket, inputs),
+                (self._process_output_socket, outputs),
+            )
+        ]
+        for thread in threads:
+            thread.start()
+        self.output_thread = threads[1]
 
     def _run_io(self, target: Any, sock: zmq.Socket) -> None:
         """An IO thread that fails takes the engine down (rather than leave clients waiting)."""
@@ -168,6 +173,8 @@ class EngineCoreProc(EngineCore):
             target(sock)
         except Exception as exc:
             self.input_queue.put((_IO_FAILED, exc))
+        finally:
+            sock.close(linger=SEND_LINGER_MS)
 
     def _process_input_socket(self, sock: zmq.Socket) -> None:
         """Input thread: decode each request and queue it for the busy loop."""
@@ -183,7 +190,6 @@ class EngineCoreProc(EngineCore):
             item = self.output_queue.get()
             if isinstance(item, bytes):  # ENGINE_CORE_DEAD
                 sock.send(ENGINE_CORE_DEAD)
-                sock.close(linger=SEND_LINGER_MS)
                 return
             sock.send(encoder.encode(item))
 
@@ -227,11 +233,13 @@ class EngineCoreProc(EngineCore):
         self.input_queue.put(_WAKEUP)
 
     def send_engine_dead(self) -> None:
-        """Tell the frontend this engine is gone; wait briefly for the frame to leave."""
+        """Tell the frontend this engine is gone. Terminating the context flushes the frame
+        (within the sockets' linger), which a plain process exit could drop."""
         self.output_queue.put(ENGINE_CORE_DEAD)
-        deadline = time.monotonic() + SEND_LINGER_MS / 1000
-        while not self.output_queue.empty() and time.monotonic() < deadline:
-            time.sleep(0.01)
+        self.output_thread.join(SEND_LINGER_MS / 1000)
+        flush = threading.Thread(target=self.ctx.term, daemon=True)  # the input thread sees ETERM
+        flush.start()
+        flush.join(SEND_LINGER_MS / 1000 + 1)
 
 
 def run_engine_core(vllm_config: VllmConfig, handshake_address: str, parent_pid: int) -> None:
