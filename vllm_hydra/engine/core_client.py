@@ -19,6 +19,7 @@ import queue
 import shutil
 import tempfile
 import threading
+import time
 import weakref
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,9 @@ logger = logging.getLogger(__name__)
 
 # How often the sync output thread looks up from its socket to see if it should stop.
 POLL_MS = 100
+# A send finds no engine on the socket while the engine's connection is still being set up
+# (right after READY) or once it died: retry at this interval until it is there or dead.
+SEND_RETRY_S = 0.002
 
 
 class InprocClient:
@@ -220,11 +224,14 @@ class SyncMPClient(MPClient):
         return future.result()
 
     def _send(self, request_type: EngineCoreRequestType, body: Any) -> None:
-        self._ensure_alive()
-        try:
-            self.input_socket.send_multipart(self._encode(request_type, body), flags=zmq.NOBLOCK)
-        except zmq.Again as exc:  # no engine connected to our socket any more
-            raise EngineDeadError("Its input socket has no peer.") from exc
+        frames = self._encode(request_type, body)
+        while True:
+            self._ensure_alive()
+            try:
+                self.input_socket.send_multipart(frames, flags=zmq.NOBLOCK)
+                return
+            except zmq.Again:  # no peer yet (just started) or any more (then it is dead)
+                time.sleep(SEND_RETRY_S)
 
     def shutdown(self) -> None:
         if self._closing:
@@ -301,12 +308,14 @@ class AsyncMPClient(MPClient):
         return await future
 
     async def _send(self, request_type: EngineCoreRequestType, body: Any) -> None:
-        self._ensure_alive()
-        try:
-            frames = self._encode(request_type, body)
-            await self.input_socket.send_multipart(frames, flags=zmq.NOBLOCK)
-        except zmq.Again as exc:  # no engine connected to our socket any more
-            raise EngineDeadError("Its input socket has no peer.") from exc
+        frames = self._encode(request_type, body)
+        while True:
+            self._ensure_alive()
+            try:
+                await self.input_socket.send_multipart(frames, flags=zmq.NOBLOCK)
+                return
+            except zmq.Again:  # no peer yet (just started) or any more (then it is dead)
+                await asyncio.sleep(SEND_RETRY_S)
 
     def shutdown(self) -> None:
         if self._closing:
