@@ -17,3 +17,6 @@ class ServerConfig:
     shutdown_timeout_s: float = 0.0
     # Requests waiting beyond this get 503; unset: no limit.
     max_queued_requests: int | None = None
+    # After the engine dies: exit non-zero (for a supervisor to restart), or stay up answering
+    # 503 until stopped (false: for an orchestrator that watches /health).
+    exit_on_engine_death: bool = True

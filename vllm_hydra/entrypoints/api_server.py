@@ -271,9 +271,17 @@ def _url(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-async def _watch_engine(engine: AsyncLLM, server: uvicorn.Server, state: ServerState) -> None:
+async def _watch_engine(
+    engine: AsyncLLM, server: uvicorn.Server, state: ServerState, exit_on_death: bool
+) -> None:
     while not engine.errored:
         await asyncio.sleep(ENGINE_WATCH_INTERVAL_S)
+    if not exit_on_death:
+        logger.error(
+            "The engine died (%s); answering 503 until stopped (exit_on_engine_death=false).",
+            engine.dead_error,
+        )
+        return
     logger.error(
         "The engine died (%s); answering 503 for %.0f s, then exiting.",
         engine.dead_error,
@@ -298,7 +306,9 @@ async def _run(vllm_config: VllmConfig, sock: socket.socket, state: ServerState)
                 _url(sock),
                 app.state.models.served_model_name,
             )
-            watchdog = asyncio.ensure_future(_watch_engine(engine, server, state))
+            watchdog = asyncio.ensure_future(
+                _watch_engine(engine, server, state, vllm_config.server.exit_on_engine_death)
+            )
             try:
                 await serving
             finally:

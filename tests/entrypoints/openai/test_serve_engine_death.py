@@ -41,3 +41,18 @@ def test_engine_sigkill_gives_503_fails_requests_and_exits(tmp_path: Path) -> No
         assert all_gone(family)
     finally:
         server.stop()
+
+
+def test_server_stays_up_after_engine_death_when_configured(tmp_path: Path) -> None:
+    server = RemoteServer(tmp_path / "run", "server.exit_on_engine_death=false")
+    try:
+        server.engine_process().kill()
+        deadline = time.monotonic() + 5
+        while httpx.get(f"{server.url}/health").status_code != 503:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(4)  # longer than the grace period after which it would otherwise exit
+        assert server.proc.poll() is None
+        assert httpx.get(f"{server.url}/health").status_code == 503
+    finally:
+        assert server.stop() == 0
