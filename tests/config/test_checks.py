@@ -72,8 +72,19 @@ def test_block_size_must_be_a_power_of_two(ckpt: Path) -> None:
 
 
 def test_capture_sizes_must_be_positive(ckpt: Path) -> None:
-    message = _error(_with(ckpt, "compilation.cudagraph_capture_sizes=[1,0]"))
+    overrides = ["compilation=cudagraph", "compilation.cudagraph_capture_sizes=[1,0]"]
+    message = _error([f"model.path={ckpt}", "device=cuda", "dry_run=true", *overrides])
     assert "compilation.cudagraph_capture_sizes=[1, 0] holds [0]" in message
+
+
+def test_capture_sizes_need_cudagraph_mode(ckpt: Path) -> None:
+    message = _error(_with(ckpt, "compilation.cudagraph_capture_sizes=[1,2]"))
+    assert "has no effect with compilation.mode=none" in message
+
+
+def test_device_memory_applies_to_gpus_only(ckpt: Path) -> None:
+    message = _error(_with(ckpt, "device.memory_gib=16"))
+    assert "device.memory_gib=16.0 applies to GPUs, but device=cpu" in message
 
 
 # ---- model and parallelism ----

@@ -100,7 +100,15 @@ def check_block_size(s: EngineSections) -> list[str]:
 
 
 def check_capture_sizes(s: EngineSections) -> list[str]:
-    sizes = s.compilation.cudagraph_capture_sizes or []
+    sizes = s.compilation.cudagraph_capture_sizes
+    if sizes is None:
+        return []
+    if s.compilation.mode is not CompilationMode.cudagraph:
+        return [
+            f"compilation.cudagraph_capture_sizes={sizes} has no effect with "
+            f"compilation.mode={s.compilation.mode.value}. Use compilation=cudagraph or leave "
+            f"the sizes null."
+        ]
     bad = [n for n in sizes if n < 1]
     if not bad:
         return []
@@ -294,6 +302,15 @@ def check_device_memory(c: VllmConfig, ctx: CheckContext) -> list[str]:
     ]
 
 
+def check_device_memory_needs_cuda(c: VllmConfig) -> list[str]:
+    if c.device.type is DeviceType.cuda or c.device.memory_gib is None:
+        return []
+    return [
+        f"device.memory_gib={c.device.memory_gib} applies to GPUs, but device=cpu. "
+        f"Size the CPU KV cache with cache.kv_cache_memory_gib instead."
+    ]
+
+
 def check_cudagraph_needs_cuda(c: VllmConfig) -> list[str]:
     if c.compilation.mode is not CompilationMode.cudagraph or c.device.type is DeviceType.cuda:
         return []
@@ -431,6 +448,7 @@ CONFIG_RULES: tuple[Callable[[VllmConfig], list[str]], ...] = (
     check_long_prefill_threshold,
     check_backend_world_size,
     check_nnodes_backend,
+    check_device_memory_needs_cuda,
     check_cudagraph_needs_cuda,
     check_triton_backend_device,
     check_lora,

@@ -90,7 +90,7 @@ def _resolve(s: EngineSections, ctx: CheckContext) -> VllmConfig:
         parallel=_resolve_parallel(s.parallel),
         scheduler=_resolve_scheduler(s.scheduler, model.max_model_len or 0),
         lora=s.lora,
-        attention=replace(s.attention, backend=_resolve_attention(s, device.type)),
+        attention=replace(s.attention, backend=_resolve_attention(s)),
         load=s.load,
         compilation=s.compilation,
         observability=s.observability,
@@ -140,7 +140,7 @@ def _resolve_device(device: DeviceConfig, ctx: CheckContext) -> DeviceConfig:
         import torch
 
         memory = torch.cuda.get_device_properties(0).total_memory / GIB
-    return DeviceConfig(type=kind, memory_gib=memory if kind is DeviceType.cuda else None)
+    return DeviceConfig(type=kind, memory_gib=memory)
 
 
 def _resolve_model(model: ModelConfig, arch: ModelArchConfig, device: DeviceType) -> ModelConfig:
@@ -186,7 +186,9 @@ def _resolve_scheduler(scheduler: SchedulerConfig, max_model_len: int) -> Schedu
     return replace(scheduler, max_num_batched_tokens=tokens)
 
 
-def _resolve_attention(s: EngineSections, device: DeviceType) -> AttentionBackendName:
+def _resolve_attention(s: EngineSections) -> AttentionBackendName:
+    """auto -> torch, which runs on every device. Triton becomes CUDA's default when its
+    kernels are built; until then auto must not pick a backend a real run would refuse."""
     if s.attention.backend is not AttentionBackendName.auto:
         return s.attention.backend
-    return AttentionBackendName.triton if device is DeviceType.cuda else AttentionBackendName.torch
+    return AttentionBackendName.torch

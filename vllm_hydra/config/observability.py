@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ObservabilityConfig:
-    log_stats: bool = True
+    # Off until metrics and stats logging are built (a real run refuses them until then).
+    log_stats: bool = False
     stats_interval_s: float = 10.0
-    metrics: bool = True  # serve GET /metrics
+    metrics: bool = False  # serve GET /metrics
     otlp_traces_endpoint: str | None = None
