@@ -82,6 +82,13 @@ def test_capture_sizes_need_cudagraph_mode(ckpt: Path) -> None:
     assert "has no effect with compilation.mode=none" in message
 
 
+def test_memory_utilization_applies_to_gpus_only(ckpt: Path) -> None:
+    message = _error(_with(ckpt, "cache.memory_utilization=0.5"))
+    assert "cache.memory_utilization=0.5 applies to GPUs, but device=cpu" in message
+    gpu = compose_config(_with(ckpt, "device=cuda", "dry_run=true"))
+    assert gpu.cache.memory_utilization == 0.9
+
+
 def test_device_memory_applies_to_gpus_only(ckpt: Path) -> None:
     message = _error(_with(ckpt, "device.memory_gib=16"))
     assert "device.memory_gib=16.0 applies to GPUs, but device=cpu" in message

@@ -13,6 +13,8 @@ class CacheDType(Enum):
     float16 = "float16"
 
 
+DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
+
 # The CPU default for the KV cache size when `kv_cache_memory_gib` is unset: a CPU has no
 # profiling pass that could size it, and 4 GiB holds ~2M tokens of the tiny model, 32K of an 8B.
 DEFAULT_CPU_KV_CACHE_GIB = 4.0
@@ -22,7 +24,8 @@ DEFAULT_CPU_KV_CACHE_GIB = 4.0
 class CacheConfig:
     block_size: int = 16
     # Fraction of each GPU's memory the engine may use (weights + activations + KV cache).
-    memory_utilization: float = 0.9
+    # Unset: DEFAULT_GPU_MEMORY_UTILIZATION on CUDA; refused on CPU, where it would do nothing.
+    memory_utilization: float | None = None
     # An explicit KV cache size in GiB per device. Skips the utilization-based sizing; the CPU
     # default is DEFAULT_CPU_KV_CACHE_GIB.
     kv_cache_memory_gib: float | None = None

@@ -311,6 +311,15 @@ def check_device_memory_needs_cuda(c: VllmConfig) -> list[str]:
     ]
 
 
+def check_memory_utilization_needs_cuda(c: VllmConfig) -> list[str]:
+    if c.device.type is DeviceType.cuda or c.cache.memory_utilization is None:
+        return []
+    return [
+        f"cache.memory_utilization={c.cache.memory_utilization} applies to GPUs, but "
+        f"device=cpu. Size the CPU KV cache with cache.kv_cache_memory_gib instead."
+    ]
+
+
 def check_cudagraph_needs_cuda(c: VllmConfig) -> list[str]:
     if c.compilation.mode is not CompilationMode.cudagraph or c.device.type is DeviceType.cuda:
         return []
@@ -449,6 +458,7 @@ CONFIG_RULES: tuple[Callable[[VllmConfig], list[str]], ...] = (
     check_backend_world_size,
     check_nnodes_backend,
     check_device_memory_needs_cuda,
+    check_memory_utilization_needs_cuda,
     check_cudagraph_needs_cuda,
     check_triton_backend_device,
     check_lora,

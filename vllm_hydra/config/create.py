@@ -14,7 +14,12 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from vllm_hydra.config.attention import AttentionBackendName
-from vllm_hydra.config.cache import DEFAULT_CPU_KV_CACHE_GIB, CacheConfig, CacheDType
+from vllm_hydra.config.cache import (
+    DEFAULT_CPU_KV_CACHE_GIB,
+    DEFAULT_GPU_MEMORY_UTILIZATION,
+    CacheConfig,
+    CacheDType,
+)
 from vllm_hydra.config.checks import (
     CONFIG_RULES,
     MACHINE_RULES,
@@ -166,7 +171,12 @@ def _resolve_cache(cache: CacheConfig, model: ModelConfig, device: DeviceType) -
     kv_gib = cache.kv_cache_memory_gib
     if kv_gib is None and device is DeviceType.cpu and cache.num_blocks_override is None:
         kv_gib = DEFAULT_CPU_KV_CACHE_GIB
-    return replace(cache, cache_dtype=cache_dtype, kv_cache_memory_gib=kv_gib)
+    utilization = cache.memory_utilization
+    if utilization is None and device is DeviceType.cuda:
+        utilization = DEFAULT_GPU_MEMORY_UTILIZATION
+    return replace(
+        cache, cache_dtype=cache_dtype, kv_cache_memory_gib=kv_gib, memory_utilization=utilization
+    )
 
 
 def _resolve_parallel(parallel: ParallelConfig) -> ParallelConfig:

@@ -164,4 +164,4 @@ def _kv_budget(config: VllmConfig, device_bytes: int | None, used: int) -> tuple
         return "cache.num_blocks_override", cache.num_blocks_override * per_block
     if cache.kv_cache_memory_gib is not None or device_bytes is None:
         return "cache.kv_cache_memory_gib", int((cache.kv_cache_memory_gib or 0) * GIB)
-    return "cache.memory_utilization", int(device_bytes * cache.memory_utilization) - used
+    return "cache.memory_utilization", int(device_bytes * (cache.memory_utilization or 0)) - used

@@ -54,7 +54,7 @@ class Worker:
         peak = torch.cuda.max_memory_allocated(self.device)
         total = torch.cuda.get_device_properties(self.device).total_memory
         planned = min(total, int((self.config.device.memory_gib or total / GIB) * GIB))
-        available = int(planned * self.config.cache.memory_utilization) - peak
+        available = int(planned * (self.config.cache.memory_utilization or 0)) - peak
         logger.info(
             "Memory: %.2f GiB planned, peak %.2f GiB after profiling, %.2f GiB for the KV cache",
             planned / GIB,
