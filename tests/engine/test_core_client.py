@@ -122,6 +122,7 @@ def test_a_fatal_engine_error_sends_the_dead_frame(tiny_config: VllmConfig) -> N
         with pytest.raises(EngineDeadError, match=r"ENGINE_CORE_DEAD|exited with code 1"):
             client.get_output()
         assert wait_until(lambda: is_gone(client.engine_pid), timeout_s=10)
+        client.engine_manager.proc.join(10)  # psutil can see it gone before it is reaped
         assert client.engine_manager.proc.exitcode == 1
     finally:
         client.shutdown()
