@@ -15,7 +15,6 @@ def test_the_default_config_is_fully_supported() -> None:
     ("overrides", "expected"),
     [
         (["parallel.tp=2"], "tensor and pipeline parallelism are not built yet"),
-        (["parallel.dp=2"], "data parallelism is not built yet"),
         (["parallel.backend=ray", "parallel.nnodes=2"], "multi-node serving is not built yet"),
         (["compilation=torch_compile"], "torch.compile and CUDA graphs are not built yet"),
         (["lora=enabled"], "LoRA adapters are not built yet"),

@@ -24,10 +24,6 @@ _NOT_BUILT: tuple[tuple[Callable[[VllmConfig], bool], str], ...] = (
         "Use parallel.tp=1 parallel.pp=1.",
     ),
     (
-        lambda c: c.parallel.dp > 1,
-        "parallel.dp > 1: data parallelism is not built yet. Use parallel.dp=1.",
-    ),
-    (
         lambda c: c.parallel.backend is DistributedBackend.ray or c.parallel.nnodes > 1,
         "parallel.backend=ray / parallel.nnodes > 1: multi-node serving is not built yet.",
     ),

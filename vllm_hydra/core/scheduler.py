@@ -34,6 +34,9 @@ class SchedulerStats:
     prefix_cache_queries: int
     prefix_cache_hits: int
     num_preemptions: int
+    # Requests that ended here, for any reason (stop, length, abort): with data parallelism,
+    # how many requests each engine served.
+    num_finished_requests: int
 
 
 @dataclass
@@ -86,6 +89,7 @@ class Scheduler:
         # Finished since the last schedule(); the next SchedulerOutput tells the runner.
         self.finished_req_ids: set[str] = set()
         self.num_preemptions = 0
+        self.num_finished_requests = 0
 
     # ---- requests in and out ----
 
@@ -137,6 +141,7 @@ class Scheduler:
         self.kv_cache_manager.free(request)
         del self.requests[request.request_id]
         self.finished_req_ids.add(request.request_id)
+        self.num_finished_requests += 1
 
     def get_num_unfinished_requests(self) -> int:
         return len(self.waiting) + len(self.running)
@@ -156,6 +161,7 @@ class Scheduler:
             prefix_cache_queries=prefix.queries,
             prefix_cache_hits=prefix.hits,
             num_preemptions=self.num_preemptions,
+            num_finished_requests=self.num_finished_requests,
         )
 
     # ---- schedule ----
