@@ -67,7 +67,7 @@ class MemoryPlan:
             ("activations per rank (estimate)", _gib(self.activation_bytes)),
             ("KV cache per token", f"{self.kv_bytes_per_token:,} B"),
             (f"KV cache per block ({self.block_size} tokens)", f"{self.kv_bytes_per_block:,} B"),
-            (f"KV cache budget ({self.budget_key}, per rank)", _gib(self.kv_budget_bytes)),
+            (f"KV cache budget ({self.budget_key})", _gib(self.kv_budget_bytes)),
             ("KV cache blocks", f"{self.num_blocks:,} ({self.kv_cache_tokens:,} tokens)"),
             (
                 f"maximum concurrency at max_model_len={self.max_model_len}",
@@ -78,9 +78,9 @@ class MemoryPlan:
             rows.append(
                 (
                     f"data-parallel engines (parallel.dp={self.dp})",
-                    f"each has the KV cache above: {_gib(self.dp * self.kv_budget_bytes)} and "
-                    f"{self.dp * self.kv_cache_tokens:,} tokens in all, "
-                    f"{self.dp * self.max_concurrency:.2f}x concurrency",
+                    f"{self.dp} x the above: {_gib(self.dp * self.kv_budget_bytes)} KV cache, "
+                    f"{self.dp * self.kv_cache_tokens:,} tokens, "
+                    f"{self.dp * self.max_concurrency:.2f}x concurrency in all",
                 )
             )
         width = max(len(k) for k, _ in rows)
