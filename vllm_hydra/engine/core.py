@@ -25,6 +25,7 @@ import traceback
 from typing import Any
 
 import msgspec
+import torch
 import zmq
 
 from vllm_hydra.config.checks import check_kv_cache_fits
@@ -131,6 +132,7 @@ SEND_LINGER_MS = 4000
 
 _WAKEUP = (None, None)  # an input-queue item that only wakes the busy loop
 _IO_FAILED = "IO_FAILED"  # an input-queue item: an IO thread died of this exception
+_STOP_OUTPUT = b"STOP"  # an output-queue item: end the output thread (a clean shutdown)
 _DECODERS = {
     EngineCoreRequestType.ADD: msgspec.msgpack.Decoder(EngineCoreRequest),
     EngineCoreRequestType.ABORT: msgspec.msgpack.Decoder(list[str]),
@@ -218,8 +220,9 @@ class EngineCoreProc(EngineCore):
         encoder = msgspec.msgpack.Encoder()
         while True:
             item = self.output_queue.get()
-            if isinstance(item, bytes):  # ENGINE_CORE_DEAD
-                sock.send(ENGINE_CORE_DEAD)
+            if isinstance(item, bytes):  # ENGINE_CORE_DEAD, or _STOP_OUTPUT on a clean exit
+                if item == ENGINE_CORE_DEAD:
+                    sock.send(ENGINE_CORE_DEAD)
                 return
             sock.send(encoder.encode(item))
 
@@ -279,8 +282,15 @@ class EngineCoreProc(EngineCore):
     def send_engine_dead(self) -> None:
         """Tell the frontend this engine is gone. Terminating the context flushes the frame
         (within the sockets' linger), which a plain process exit could drop."""
-        self.output_queue.put(ENGINE_CORE_DEAD)
+        self.close_sockets(ENGINE_CORE_DEAD)
+
+    def close_sockets(self, last_frame: bytes = b"") -> None:
+        """Stop the output thread (after `last_frame`, if any) and terminate the context, so
+        the process exits at once instead of in a garbage-collected context's linger."""
+        self.output_queue.put(last_frame or _STOP_OUTPUT)
         self.output_thread.join(SEND_LINGER_MS / 1000)
+        if self.coordinator is not None:
+            self.coordinator.close(linger=0)
         flush = threading.Thread(target=self.ctx.term, daemon=True)  # the input thread sees ETERM
         flush.start()
         flush.join(SEND_LINGER_MS / 1000 + 1)
@@ -301,11 +311,13 @@ def run_engine_core(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     exit_when_parent_dies(parent_pid)
     _select_dp_devices(vllm_config, engine_index)
+    _share_cpu_cores(vllm_config)
     engine: EngineCoreProc | None = None
     try:
         engine = EngineCoreProc(vllm_config, handshake_address, engine_index)
         _install_signal_handlers(engine)
         engine.run_busy_loop()
+        engine.close_sockets()
     except Exception:
         if engine is None:
             logger.exception("EngineCore failed to start.")
@@ -316,6 +328,17 @@ def run_engine_core(
     finally:
         if engine is not None:
             engine.shutdown()
+    _exit_now()
+
+
+def _exit_now() -> None:
+    """After a clean shutdown everything is released already; skip the interpreter's teardown
+    (seconds of garbage collection and module finalization with torch loaded), which would
+    make the frontend wait, or SIGKILL engines that seem to ignore SIGTERM."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _select_dp_devices(vllm_config: VllmConfig, engine_index: int) -> None:
@@ -330,6 +353,15 @@ def _select_dp_devices(vllm_config: VllmConfig, engine_index: int) -> None:
     )
     mine = devices[engine_index * world : (engine_index + 1) * world]
     os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(mine)
+
+
+def _share_cpu_cores(vllm_config: VllmConfig) -> None:
+    """On CPU the dp engines share the cores: each takes its share of torch threads, since
+    oversubscribing them only adds contention (tp/pp worker processes split theirs too)."""
+    if vllm_config.device.type is not DeviceType.cpu or vllm_config.parallel.dp == 1:
+        return
+    ranks = vllm_config.parallel.world_size * vllm_config.parallel.dp
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // ranks))
 
 
 def _connect(

@@ -109,6 +109,10 @@ class MPClient:
         except BaseException:
             self._release()
             raise
+        # Finalizers run newest first at exit: this one, before those that stop the engines,
+        # so an exit without shutdown() is not reported as engine death.
+        self._exiting = threading.Event()
+        weakref.finalize(self, self._exiting.set)
         self._start_monitor()
 
     def _launch(self, vllm_config: VllmConfig) -> None:
@@ -171,7 +175,7 @@ class MPClient:
 
     def _mark_dead(self, detail: str) -> None:
         with self._dead_lock:
-            if self.dead_error is not None or self._closing:
+            if self.dead_error is not None or self._closing or self._exiting.is_set():
                 return
             self.dead_error = EngineDeadError(detail)
         logger.error("Engine core died: %s", detail)
