@@ -19,11 +19,6 @@ from vllm_hydra.config.vllm import VllmConfig
 # (is the setting in use?, what to tell the user)
 _NOT_BUILT: tuple[tuple[Callable[[VllmConfig], bool], str], ...] = (
     (
-        lambda c: c.parallel.tp > 1 or c.parallel.pp > 1,
-        "parallel.tp/parallel.pp > 1: tensor and pipeline parallelism are not built yet. "
-        "Use parallel.tp=1 parallel.pp=1.",
-    ),
-    (
         lambda c: c.parallel.dp > 1,
         "parallel.dp > 1: data parallelism is not built yet. Use parallel.dp=1.",
     ),
