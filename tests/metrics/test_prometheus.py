@@ -76,7 +76,7 @@ def test_metrics_count_ten_requests_exactly(server: RemoteServer) -> None:
     assert after["vllm:num_requests_running"] == 0
     assert after["vllm:kv_cache_usage_perc"] == 0
     # Latencies are positive and ordered: prefill and decode fit inside the whole request.
-    assert 0 < delta("vllm:request_decode_time_seconds_sum")
+    assert delta("vllm:request_decode_time_seconds_sum") > 0
     assert delta("vllm:request_inference_time_seconds_sum") <= delta(
         "vllm:e2e_request_latency_seconds_sum"
     )
@@ -108,9 +108,11 @@ def test_gauges_return_to_zero_after_clients_disconnect(server: RemoteServer) ->
             reader.stop()
     idle = _wait_for(
         server,
-        lambda s: s["vllm:num_requests_running"] == 0
-        and s["vllm:num_requests_waiting"] == 0
-        and s["vllm:kv_cache_usage_perc"] == 0,
+        lambda s: (
+            s["vllm:num_requests_running"] == 0
+            and s["vllm:num_requests_waiting"] == 0
+            and s["vllm:kv_cache_usage_perc"] == 0
+        ),
     )
     assert idle["vllm:num_requests_running"] == 0
     assert idle["vllm:num_requests_waiting"] == 0
