@@ -251,7 +251,13 @@ def test_device_memory_within_the_gpu(ckpt: Path, monkeypatch: pytest.MonkeyPatc
 
 def test_cudagraph_needs_cuda(ckpt: Path) -> None:
     message = _error(_with(ckpt, "compilation=cudagraph"))
-    assert "compilation.mode=cudagraph needs CUDA, but device=cpu" in message
+    assert "compilation.mode=cudagraph needs CUDA, but device=cpu: CUDA graphs record" in message
+
+
+def test_cudagraph_needs_the_triton_backend(ckpt: Path) -> None:
+    overrides = ["device=cuda", "dry_run=true", "compilation=cudagraph", "attention=torch"]
+    message = _error(_with(ckpt, *overrides))
+    assert "compilation.mode=cudagraph needs attention.backend=triton" in message
 
 
 def test_triton_on_cpu_needs_the_interpreter(ckpt: Path, monkeypatch: pytest.MonkeyPatch) -> None:

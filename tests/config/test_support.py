@@ -29,7 +29,7 @@ def test_real_runs_refuse_what_is_not_built(overrides: list[str], expected: str)
     assert expected in str(info.value)
 
 
-def test_triton_attention_is_refused_and_auto_does_not_pick_it() -> None:
-    config = compose_config(["dry_run=true", "device=cuda", "attention=triton"])
-    assert any("Triton attention kernels" in p for p in unsupported_features(config))
-    assert unsupported_features(compose_config(["dry_run=true", "device=cuda"])) == []
+def test_triton_attention_is_supported_and_auto_picks_it_on_cuda() -> None:
+    config = compose_config(["dry_run=true", "device=cuda"])
+    assert config.attention.backend.value == "triton"
+    assert unsupported_features(config) == []

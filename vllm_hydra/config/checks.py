@@ -325,8 +325,20 @@ def check_cudagraph_needs_cuda(c: VllmConfig) -> list[str]:
     if c.compilation.mode is not CompilationMode.cudagraph or c.device.type is DeviceType.cuda:
         return []
     return [
-        f"compilation.mode=cudagraph needs CUDA, but device={c.device.type.value}. "
+        f"compilation.mode=cudagraph needs CUDA, but device={c.device.type.value}: CUDA graphs "
+        f"record and replay GPU kernel launches, and CPUs have no equivalent. "
         f"Use compilation.mode=torch_compile or compilation.mode=none."
+    ]
+
+
+def check_cudagraph_needs_triton(c: VllmConfig) -> list[str]:
+    mode, backend = c.compilation.mode, c.attention.backend
+    if mode is not CompilationMode.cudagraph or backend is not AttentionBackendName.torch:
+        return []
+    return [
+        "compilation.mode=cudagraph needs attention.backend=triton, but attention.backend=torch: "
+        "the torch backend sizes its decode work from host-side lengths every step, which a "
+        "replayed graph cannot follow. Use attention.backend=triton (or auto on CUDA)."
     ]
 
 
@@ -337,8 +349,10 @@ def check_triton_backend_device(c: VllmConfig) -> list[str]:
     if os.environ.get("TRITON_INTERPRET") == "1":
         return []
     return [
-        "attention.backend=triton on device=cpu runs only under the Triton interpreter "
-        "(TRITON_INTERPRET=1, for testing). Use attention.backend=torch on CPU."
+        "attention.backend=triton on device=cpu needs TRITON_INTERPRET=1 in the environment: "
+        "Triton compiles its kernels for GPUs, and on a CPU only the Triton interpreter (slow, "
+        "for testing) runs them. Use attention.backend=torch (or auto) on CPU, or set "
+        "TRITON_INTERPRET=1 before starting to test the kernels."
     ]
 
 
@@ -486,6 +500,7 @@ CONFIG_RULES: tuple[Callable[[VllmConfig], list[str]], ...] = (
     check_device_memory_needs_cuda,
     check_memory_utilization_needs_cuda,
     check_cudagraph_needs_cuda,
+    check_cudagraph_needs_triton,
     check_triton_backend_device,
     check_lora,
     check_speculative,

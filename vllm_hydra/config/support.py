@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from vllm_hydra.config.attention import AttentionBackendName
 from vllm_hydra.config.compilation import CompilationMode
 from vllm_hydra.config.errors import ConfigError
 from vllm_hydra.config.parallel import DistributedBackend
@@ -30,11 +29,6 @@ _NOT_BUILT: tuple[tuple[Callable[[VllmConfig], bool], str], ...] = (
     (
         lambda c: c.parallel.backend is DistributedBackend.ray or c.parallel.nnodes > 1,
         "parallel.backend=ray / parallel.nnodes > 1: multi-node serving is not built yet.",
-    ),
-    (
-        lambda c: c.attention.backend is AttentionBackendName.triton,
-        "attention.backend=triton: the Triton attention kernels are not built yet. "
-        "Use attention.backend=torch.",
     ),
     (
         lambda c: c.compilation.mode is not CompilationMode.none,
