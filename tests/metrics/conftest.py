@@ -1,12 +1,23 @@
 """Helpers for the observability tests: read a server's /metrics with prometheus_client's
-parser."""
+parser, and its stats lines."""
 
 from __future__ import annotations
+
+import re
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.entrypoints.openai.remote_server import RemoteServer
+
+# The periodic stats line (vllm_hydra/metrics/loggers.py).
+STATS_LINE = re.compile(
+    r"Engine (?P<engine>\d+): Avg prompt throughput: (?P<prompt>[\d.]+) tokens/s, "
+    r"Avg generation throughput: (?P<gen>[\d.]+) tokens/s \(over (?P<dt>[\d.]+) s\), "
+    r"Running: (?P<running>\d+) reqs, Waiting: (?P<waiting>\d+) reqs, "
+    r"KV cache usage: (?P<kv>[\d.]+)%, Prefix cache hit rate: (?P<hit>[\d.]+)%, "
+    r"Preemptions: (?P<preempted>\d+)"
+)
 
 
 def scrape(server: RemoteServer) -> dict[str, float]:

@@ -1,6 +1,7 @@
 """GET /metrics on a real `python serve.py`, read with prometheus_client's parser (as vLLM's
 tests/entrypoints/openai/test_metrics.py does): exact counts after known traffic, gauges back to
-zero after clients disconnect mid-stream, and the engine-stats UTILITY call agrees."""
+zero after clients disconnect mid-stream, and the engine-stats UTILITY call agrees. The server
+runs with observability.log_stats=false, so it never writes a stats line."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.entrypoints.openai.remote_server import RemoteServer, StreamReader
-from tests.metrics.conftest import scrape
+from tests.metrics.conftest import STATS_LINE, scrape
 
 NUM_REQUESTS = 10
 MAX_TOKENS = 10
@@ -26,6 +27,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RemoteServer]:
         tmp_path_factory.mktemp("metrics") / "run",
         "server.served_model_name=tiny-metrics",
         "observability.log_stats=false",
+        "observability.stats_interval_s=0.2",
     )
     yield remote
     remote.stop()
@@ -121,3 +123,12 @@ def test_gauges_return_to_zero_after_clients_disconnect(server: RemoteServer) ->
     assert stats["num_running"] == stats["num_waiting"] == 0
     assert stats["kv_cache_usage"] == 0 and stats["num_free_blocks"] == stats["num_total_blocks"]
     assert stats["num_finished_requests"] >= NUM_REQUESTS + 4
+
+
+def test_log_stats_false_writes_no_stats_lines(server: RemoteServer) -> None:
+    server.client().completions.create(model="tiny-metrics", prompt=PROMPT_IDS, max_tokens=4)
+    # With log_stats=true a line (at least the one once idle) would come within an interval.
+    time.sleep(1.0)
+    output = server.output()
+    assert "Serving the OpenAI API" in output
+    assert not STATS_LINE.search(output)

@@ -1,32 +1,25 @@
 """The periodic stats line of a real `python serve.py`, checked against its /metrics: the
 interval throughputs add up to the token counters, the preemptions to the preemption counter,
-and the last line (once idle) shows an empty engine and the prefix-cache hit rate."""
+and the last line (once idle) shows an empty engine and the prefix-cache hit rate.
+(observability.log_stats=false is checked in test_prometheus.py, whose server runs with it.)"""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import re
 import time
 
 import pytest
 
 from tests.entrypoints.openai.remote_server import RemoteServer
-from tests.metrics.conftest import scrape
+from tests.metrics.conftest import STATS_LINE, scrape
 
-LINE = re.compile(
-    r"Engine (?P<engine>\d+): Avg prompt throughput: (?P<prompt>[\d.]+) tokens/s, "
-    r"Avg generation throughput: (?P<gen>[\d.]+) tokens/s \(over (?P<dt>[\d.]+) s\), "
-    r"Running: (?P<running>\d+) reqs, Waiting: (?P<waiting>\d+) reqs, "
-    r"KV cache usage: (?P<kv>[\d.]+)%, Prefix cache hit rate: (?P<hit>[\d.]+)%, "
-    r"Preemptions: (?P<preempted>\d+)"
-)
 PROMPT_IDS = list(range(200, 240))  # 40 tokens
 MAX_TOKENS = 100
 
 
 def _stats_lines(server: RemoteServer) -> list[dict[str, str]]:
-    return [m.groupdict() for m in LINE.finditer(server.output())]
+    return [m.groupdict() for m in STATS_LINE.finditer(server.output())]
 
 
 def _is_idle(line: dict[str, str]) -> bool:
@@ -98,17 +91,3 @@ def test_stats_lines_match_the_metrics(tmp_path: pytest.TempPathFactory) -> None
     assert last["hit"] == f"{100 * hits / queries:.1f}"
     # One last line once idle, then silence: no two idle lines in a row.
     assert not any(_is_idle(a) and _is_idle(b) for a, b in itertools.pairwise(lines))
-
-
-def test_log_stats_false_writes_no_stats_lines(tmp_path: pytest.TempPathFactory) -> None:
-    server = RemoteServer(
-        tmp_path / "run", "observability.stats_interval_s=0.2", "observability.log_stats=false"
-    )
-    try:
-        asyncio.run(_send(server, 2))
-        time.sleep(1.0)  # several intervals: a stats task would have logged by now
-        output = server.output()
-    finally:
-        server.stop()
-    assert "Serving the OpenAI API" in output
-    assert not LINE.search(output)
