@@ -48,7 +48,7 @@ def test_gpu_dtype_follows_the_checkpoint(write_checkpoint, checkpoint_dtype, se
     ckpt = write_checkpoint(dtype=checkpoint_dtype)
     config = compose_config([f"model.path={ckpt}", "device=cuda", "dry_run=true"])
     assert config.model.dtype.value == served
-    assert config.attention.backend is AttentionBackendName.torch  # until Triton is built
+    assert config.attention.backend is AttentionBackendName.triton  # auto on CUDA
 
 
 def test_explicit_values_win(write_checkpoint) -> None:

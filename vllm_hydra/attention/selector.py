@@ -1,14 +1,27 @@
-"""Attention backend registry: a backend name from the config -> its backend class."""
+"""Attention backend registry: a backend name from the config -> its backend class.
+
+The Triton backend is imported on first use: its kernels are defined at import, and under the
+Triton interpreter TRITON_INTERPRET=1 must be set by then.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from vllm_hydra.attention.backends.abstract import AttentionBackend
 from vllm_hydra.attention.backends.torch_attn import TorchAttentionBackend
 from vllm_hydra.config.attention import AttentionBackendName
 
-# The Triton backend registers here when it is built.
-_BACKENDS: dict[str, type[AttentionBackend]] = {
-    TorchAttentionBackend.get_name(): TorchAttentionBackend,
+
+def _triton_backend() -> type[AttentionBackend]:
+    from vllm_hydra.attention.backends.triton_attn import TritonAttentionBackend
+
+    return TritonAttentionBackend
+
+
+_BACKENDS: dict[str, Callable[[], type[AttentionBackend]]] = {
+    AttentionBackendName.torch.value: lambda: TorchAttentionBackend,
+    AttentionBackendName.triton.value: _triton_backend,
 }
 
 
@@ -21,4 +34,4 @@ def get_attn_backend(name: str | AttentionBackendName) -> type[AttentionBackend]
         raise ValueError(
             f"attention.backend={key} has no implementation; available: {', '.join(_BACKENDS)}"
         )
-    return _BACKENDS[key]
+    return _BACKENDS[key]()

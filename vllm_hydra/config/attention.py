@@ -7,7 +7,7 @@ from enum import Enum
 
 
 class AttentionBackendName(Enum):
-    auto = "auto"  # torch (triton on CUDA once its kernels are built)
+    auto = "auto"  # triton on CUDA, torch on CPU
     torch = "torch"
     triton = "triton"  # on CPU only under TRITON_INTERPRET=1, for testing
 

@@ -8,6 +8,7 @@ them all so a user fixes every mistake in one pass.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from collections.abc import Callable, Iterable
@@ -324,8 +325,20 @@ def check_cudagraph_needs_cuda(c: VllmConfig) -> list[str]:
     if c.compilation.mode is not CompilationMode.cudagraph or c.device.type is DeviceType.cuda:
         return []
     return [
-        f"compilation.mode=cudagraph needs CUDA, but device={c.device.type.value}. "
+        f"compilation.mode=cudagraph needs CUDA, but device={c.device.type.value}: CUDA graphs "
+        f"record and replay GPU kernel launches, and CPUs have no equivalent. "
         f"Use compilation.mode=torch_compile or compilation.mode=none."
+    ]
+
+
+def check_cudagraph_needs_triton(c: VllmConfig) -> list[str]:
+    mode, backend = c.compilation.mode, c.attention.backend
+    if mode is not CompilationMode.cudagraph or backend is not AttentionBackendName.torch:
+        return []
+    return [
+        "compilation.mode=cudagraph needs attention.backend=triton, but attention.backend=torch: "
+        "the torch backend sizes its decode work from host-side lengths every step, which a "
+        "replayed graph cannot follow. Use attention.backend=triton (or auto on CUDA)."
     ]
 
 
@@ -336,8 +349,10 @@ def check_triton_backend_device(c: VllmConfig) -> list[str]:
     if os.environ.get("TRITON_INTERPRET") == "1":
         return []
     return [
-        "attention.backend=triton on device=cpu runs only under the Triton interpreter "
-        "(TRITON_INTERPRET=1, for testing). Use attention.backend=torch on CPU."
+        "attention.backend=triton on device=cpu needs TRITON_INTERPRET=1 in the environment: "
+        "Triton compiles its kernels for GPUs, and on a CPU only the Triton interpreter (slow, "
+        "for testing) runs them. Use attention.backend=torch (or auto) on CPU, or set "
+        "TRITON_INTERPRET=1 before starting to test the kernels."
     ]
 
 
@@ -407,6 +422,31 @@ def check_weights_present(c: VllmConfig, ctx: CheckContext) -> list[str]:
     ]
 
 
+# The modules the `tracing` extra installs (OpenTelemetry's SDK and its OTLP/HTTP exporter).
+TRACING_MODULES = ("opentelemetry.sdk.trace", "opentelemetry.exporter.otlp.proto.http")
+
+
+def check_tracing_installed(c: VllmConfig, ctx: CheckContext) -> list[str]:
+    endpoint = c.observability.otlp_traces_endpoint
+    if endpoint is None or ctx.dry_run:
+        return []
+    missing = [m for m in TRACING_MODULES if not _module_installed(m)]
+    if not missing:
+        return []
+    return [
+        f"observability.otlp_traces_endpoint={endpoint} needs OpenTelemetry, which is not "
+        f"installed (missing {', '.join(missing)}). Install the tracing extra "
+        f"(pip install -e '.[tracing]'), or leave observability.otlp_traces_endpoint=null."
+    ]
+
+
+def _module_installed(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
+
+
 def check_kv_cache_fits(c: VllmConfig, plan: MemoryPlan) -> list[str]:
     """vLLM's start-up check: the KV cache must hold one request of max_model_len tokens."""
     if plan.usable_blocks >= plan.blocks_per_request:
@@ -460,6 +500,7 @@ CONFIG_RULES: tuple[Callable[[VllmConfig], list[str]], ...] = (
     check_device_memory_needs_cuda,
     check_memory_utilization_needs_cuda,
     check_cudagraph_needs_cuda,
+    check_cudagraph_needs_triton,
     check_triton_backend_device,
     check_lora,
     check_speculative,
@@ -471,4 +512,5 @@ MACHINE_RULES: tuple[Callable[[VllmConfig, CheckContext], list[str]], ...] = (
     check_world_size_fits_devices,
     check_device_memory,
     check_weights_present,
+    check_tracing_installed,
 )

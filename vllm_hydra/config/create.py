@@ -95,7 +95,7 @@ def _resolve(s: EngineSections, ctx: CheckContext) -> VllmConfig:
         parallel=_resolve_parallel(s.parallel),
         scheduler=_resolve_scheduler(s.scheduler, model.max_model_len or 0),
         lora=s.lora,
-        attention=replace(s.attention, backend=_resolve_attention(s)),
+        attention=replace(s.attention, backend=_resolve_attention(s, device.type)),
         load=s.load,
         compilation=s.compilation,
         observability=s.observability,
@@ -196,9 +196,11 @@ def _resolve_scheduler(scheduler: SchedulerConfig, max_model_len: int) -> Schedu
     return replace(scheduler, max_num_batched_tokens=tokens)
 
 
-def _resolve_attention(s: EngineSections) -> AttentionBackendName:
-    """auto -> torch, which runs on every device. Triton becomes CUDA's default when its
-    kernels are built; until then auto must not pick a backend a real run would refuse."""
+def _resolve_attention(s: EngineSections, device: DeviceType) -> AttentionBackendName:
+    """auto -> the Triton kernels on CUDA, the torch backend on CPU (where Triton runs only
+    in its interpreter, for testing)."""
     if s.attention.backend is not AttentionBackendName.auto:
         return s.attention.backend
+    if device is DeviceType.cuda:
+        return AttentionBackendName.triton
     return AttentionBackendName.torch

@@ -1,0 +1,1 @@
+"""Triton kernels for paged attention: the cache write and the unified attention kernel."""
