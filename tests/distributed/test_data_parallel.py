@@ -1,5 +1,6 @@
 """Data parallel (parallel.dp=2) on CPU, on tiny random Llama and Qwen2 checkpoints (fp32):
-greedy tokens equal dp=1's through the offline `LLM` and through `serve.py`; 32 concurrent
+greedy tokens equal dp=1's through the offline `LLM` (also with tp=2 inside each engine) and
+through `serve.py`; 32 concurrent
 requests all complete and both engines serve some (from each engine's stats); leaving a stream
 frees its KV blocks on the engine that held it; killing one engine gives /health 503 and the
 server exits with no process left."""
@@ -79,6 +80,21 @@ def test_offline_dp2_equals_dp1(checkpoint: Path, reference: list[RequestOutput]
         assert [s["engine_index"] for s in stats] == [0, 1]
         assert all(s["num_finished_requests"] > 0 for s in stats)
         assert sum(s["num_finished_requests"] for s in stats) == len(PROMPTS)
+    finally:
+        llm.shutdown()
+    assert child_pids() <= before
+
+
+def test_offline_tp2_dp2_equals_dp1(checkpoint: Path, reference: list[RequestOutput]) -> None:
+    """Each dp engine builds its executor with Executor.get_class: here two tp=2 engines,
+    each with its own two workers (mp backend)."""
+    before = child_pids()
+    llm = LLM([*_overrides(checkpoint), "parallel.tp=2", "parallel.dp=2"])
+    try:
+        outputs = llm.generate(PROMPTS, GREEDY, use_tqdm=False)
+        assert _token_ids(outputs) == _token_ids(reference)
+        stats = llm.engine_core.call_utility_all("get_stats")
+        assert all(s["num_finished_requests"] > 0 for s in stats)
     finally:
         llm.shutdown()
     assert child_pids() <= before
