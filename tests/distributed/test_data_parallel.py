@@ -17,6 +17,7 @@ import httpx
 import psutil
 import pytest
 import torch
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.engine.conftest import child_pids
 from tests.entrypoints.openai.remote_server import RemoteServer
@@ -172,6 +173,22 @@ def test_concurrent_requests_complete_on_both_engines(
     assert after["num_finished_requests"] == sum(
         s["num_finished_requests"] for s in after["engines"]
     )
+    finished_by_engine = metric_by_engine(server, "vllm:request_success")
+    assert all(finished_by_engine.get(str(i), 0) >= served[i] for i in (0, 1)), finished_by_engine
+
+
+def metric_by_engine(server: RemoteServer, name: str) -> dict[str, float]:
+    """A Prometheus counter from GET /metrics, summed per `engine` label."""
+    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != name:
+            continue
+        for sample in family.samples:
+            if sample.name == f"{name}_total":
+                engine = sample.labels["engine"]
+                totals[engine] = totals.get(engine, 0.0) + sample.value
+    return totals
 
 
 def test_leaving_a_stream_frees_blocks_on_its_engine(server: RemoteServer) -> None:
