@@ -79,6 +79,7 @@ def test_offline_dp2_equals_dp1(checkpoint: Path, reference: list[RequestOutput]
         assert _token_ids(outputs) == _token_ids(reference)
         stats = llm.engine_core.call_utility_all("get_stats")
         assert [s["engine_index"] for s in stats] == [0, 1]
+        assert llm.engine_core.call_utility("get_stats", engine_index=1)["engine_index"] == 1
         assert all(s["num_finished_requests"] > 0 for s in stats)
         assert sum(s["num_finished_requests"] for s in stats) == len(PROMPTS)
     finally:
