@@ -64,6 +64,7 @@ class MultiprocExecutor(Executor):
         self._shutting_down = False
         self._pending: list[Future] = []  # execute_model futures, oldest first
         self._lock = threading.Lock()
+        self.procs: list[multiprocessing.process.BaseProcess] = []
         self.encoder = MsgpackEncoder()
         self.output_decoder = MsgpackDecoder(ModelRunnerOutput)
         self.ctx = zmq.Context()
@@ -74,9 +75,9 @@ class MultiprocExecutor(Executor):
         control_addresses = [self._bind(s, f"control{i}") for i, s in enumerate(self.controls)]
         host = parallel.master_addr
         init_method = get_distributed_init_method(host, parallel.master_port or get_open_port(host))
-        self._start_workers(init_method, control_addresses, result_address)
         self._finalizer = weakref.finalize(self, self._stop_workers)
         try:
+            self._start_workers(init_method, control_addresses, result_address)
             self._wait_ready()
         except BaseException:
             self.shutdown()
@@ -97,7 +98,6 @@ class MultiprocExecutor(Executor):
     ) -> None:
         context = multiprocessing.get_context("spawn")
         tp = self.config.parallel.tp
-        self.procs = []
         for rank in range(self.world_size):
             proc = context.Process(
                 target=run_worker_proc,
@@ -128,7 +128,7 @@ class MultiprocExecutor(Executor):
             with contextlib.suppress(zmq.ZMQError):
                 sock.send_multipart([SHUTDOWN, b""], flags=zmq.NOBLOCK)
         for proc in self.procs:
-            proc.join(SHUTDOWN_TIMEOUT_S / len(self.procs))
+            proc.join(SHUTDOWN_TIMEOUT_S / self.world_size)
         for proc in self.procs:
             if proc.is_alive():
                 proc.terminate()

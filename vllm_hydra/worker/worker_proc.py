@@ -134,8 +134,9 @@ def _configure_worker(vllm_config: VllmConfig, rank: int, parent_pid: int | None
         level=logging.INFO,
         format=f"(Worker rank={rank} pid=%(process)d) %(levelname)s %(name)s: %(message)s",
     )
-    # Ctrl-C reaches the whole process group; the engine decides when workers stop.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if threading.current_thread() is threading.main_thread():  # not so in every Ray actor
+        # Ctrl-C reaches the whole process group; the engine decides when workers stop.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     if parent_pid is not None:
         _exit_when_parent_dies(parent_pid)
     if vllm_config.device.type is DeviceType.cpu:
