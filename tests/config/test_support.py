@@ -17,7 +17,6 @@ def test_the_default_config_is_fully_supported() -> None:
         (["parallel.tp=2"], "tensor and pipeline parallelism are not built yet"),
         (["parallel.dp=2"], "data parallelism is not built yet"),
         (["parallel.backend=ray", "parallel.nnodes=2"], "multi-node serving is not built yet"),
-        (["compilation=torch_compile"], "torch.compile and CUDA graphs are not built yet"),
         (["lora=enabled"], "LoRA adapters are not built yet"),
         (["speculative=ngram"], "speculative decoding is not built yet"),
         (["observability.metrics=true"], "Prometheus metrics and stats logging"),
@@ -36,3 +35,10 @@ def test_triton_attention_is_supported_and_auto_picks_it_on_cuda() -> None:
     config = compose_config(["dry_run=true", "device=cuda"])
     assert config.attention.backend.value == "triton"
     assert unsupported_features(config) == []
+
+
+def test_compilation_modes_are_supported() -> None:
+    assert unsupported_features(compose_config(["compilation=torch_compile"])) == []
+    config = compose_config(["dry_run=true", "device=cuda", "compilation=cudagraph"])
+    assert unsupported_features(config) == []
+    assert config.compilation.cudagraph_capture_sizes == [1, 2, 4, *range(8, 129, 8)]

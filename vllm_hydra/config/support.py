@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from vllm_hydra.config.compilation import CompilationMode
 from vllm_hydra.config.errors import ConfigError
 from vllm_hydra.config.parallel import DistributedBackend
 from vllm_hydra.config.speculative import SpeculativeMethod
@@ -29,10 +28,6 @@ _NOT_BUILT: tuple[tuple[Callable[[VllmConfig], bool], str], ...] = (
     (
         lambda c: c.parallel.backend is DistributedBackend.ray or c.parallel.nnodes > 1,
         "parallel.backend=ray / parallel.nnodes > 1: multi-node serving is not built yet.",
-    ),
-    (
-        lambda c: c.compilation.mode is not CompilationMode.none,
-        "compilation.mode: torch.compile and CUDA graphs are not built yet. Use compilation=none.",
     ),
     (
         lambda c: c.lora.enabled,

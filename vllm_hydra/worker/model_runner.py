@@ -13,6 +13,9 @@ import torch
 from torch import nn
 
 from vllm_hydra.attention.selector import get_attn_backend
+from vllm_hydra.compilation.cuda_graph import CUDAGraphRunner
+from vllm_hydra.compilation.torch_compile import ModelForward, compile_model
+from vllm_hydra.config.compilation import CompilationMode
 from vllm_hydra.config.memory_plan import kv_heads_per_rank
 from vllm_hydra.config.vllm import VllmConfig
 from vllm_hydra.core.sched_output import SchedulerOutput
@@ -40,6 +43,9 @@ class ModelRunner:
         self.kv_cache_dtype = TORCH_DTYPES[vllm_config.cache.cache_dtype.value]
         self.attn_backend = get_attn_backend(vllm_config.attention.backend.value)
         self.model: nn.Module | None = None
+        # The model forward as compilation.mode runs it (eager or under torch.compile).
+        self.model_forward: ModelForward | None = None
+        self.cudagraph_runner: CUDAGraphRunner | None = None
         self.kv_caches: list[torch.Tensor] = []
         self.requests: dict[str, CachedRequestState] = {}
         self.sampler = Sampler()
@@ -48,6 +54,25 @@ class ModelRunner:
 
     def load_model(self) -> None:
         self.model = get_model(self.config)
+        self.model_forward = self.model
+        if self.config.compilation.mode is CompilationMode.torch_compile:
+            self.model_forward = compile_model(self.model, self.config.compilation.cache_dir)
+
+    @torch.inference_mode()
+    def capture_model(self) -> None:
+        """compilation.mode=cudagraph: capture the decode graphs over the allocated KV cache."""
+        compilation = self.config.compilation
+        if compilation.mode is not CompilationMode.cudagraph:
+            return
+        self.cudagraph_runner = CUDAGraphRunner(
+            self._model(),
+            self.kv_caches,
+            compilation.cudagraph_capture_sizes or [1],
+            self.config.model.max_model_len or 1,
+            self.block_size,
+            self.device,
+        )
+        self.cudagraph_runner.capture()
 
     def kv_cache_shape(self, num_blocks: int) -> tuple[int, ...]:
         arch = self.config.arch
@@ -131,9 +156,12 @@ class ModelRunner:
                 state.block_ids.extend(cached.new_block_ids[i] or [])
 
     def _forward(self, inputs: ModelInputs) -> torch.Tensor:
-        return self._model()(
-            inputs.input_ids, inputs.positions, self.kv_caches, inputs.attn_metadata
-        )
+        meta = inputs.attn_metadata
+        graphs = self.cudagraph_runner
+        if graphs is not None and graphs.padded_size(meta) is not None:
+            return graphs.run(inputs.input_ids, inputs.positions, meta)
+        forward = self.model_forward if self.model_forward is not None else self._model()
+        return forward(inputs.input_ids, inputs.positions, self.kv_caches, meta)
 
     def _sample(
         self, hidden: torch.Tensor, inputs: ModelInputs

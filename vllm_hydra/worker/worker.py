@@ -68,6 +68,11 @@ class Worker:
 
     def initialize_from_config(self, num_blocks: int) -> None:
         self._runner().initialize_kv_cache(num_blocks)
+        self.compile_or_warm_up_model()
+
+    def compile_or_warm_up_model(self) -> None:
+        """Capture CUDA graphs (compilation.mode=cudagraph) once the KV cache exists."""
+        self._runner().capture_model()
 
     def execute_model(self, scheduler_output: SchedulerOutput) -> ModelRunnerOutput:
         return self._runner().execute_model(scheduler_output)

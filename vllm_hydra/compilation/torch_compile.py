@@ -1,0 +1,58 @@
+"""`compilation.mode=torch_compile`: the model forward under torch.compile, dynamic in tokens.
+
+Attention runs outside the compiled graphs (the layer calls its backend through
+`torch.compiler.disable`, as vLLM's piecewise compilation splits its graph at attention): the
+backends read host-side lengths and launch their own kernels. Everything between two attention
+calls (norms, projections, rotary, MLP) is compiled by Inductor, once for any number of tokens:
+shapes are dynamic, so a new batch size reuses the compiled code, and `RECOMPILE_LIMIT` bounds
+the graphs kept per code object (past it, Dynamo falls back to eager).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from vllm_hydra.attention.backends.abstract import AttentionMetadata
+
+logger = logging.getLogger(__name__)
+
+# Graphs per code object: the dynamic token count, a 1-token batch (which Dynamo specialises),
+# the first layer (no residual yet) and a profiling run without metadata fit within this.
+RECOMPILE_LIMIT = 8
+
+ModelForward = Callable[
+    [torch.Tensor, torch.Tensor, list[torch.Tensor], AttentionMetadata | None], torch.Tensor
+]
+
+
+def default_cache_dir() -> Path:
+    """$TORCHINDUCTOR_CACHE_DIR if set, else the user cache (XDG) under vllm_hydra/."""
+    if os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
+        return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "vllm_hydra" / "torch_compile"
+
+
+def set_cache_dir(cache_dir: str | None) -> Path:
+    """Point Inductor's on-disk cache (compiled kernels, FX graphs) at `cache_dir`, so a
+    restart reuses the compiled code. Runs in the process that compiles, before compiling."""
+    path = Path(cache_dir) if cache_dir else default_cache_dir()
+    path.mkdir(parents=True, exist_ok=True)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path)
+    return path
+
+
+def compile_model(model: nn.Module, cache_dir: str | None) -> ModelForward:
+    """The model's forward under torch.compile; call it like the model."""
+    path = set_cache_dir(cache_dir)
+    torch._dynamo.config.recompile_limit = RECOMPILE_LIMIT
+    logger.info("torch.compile: model forward, cache in %s", path)
+    # dynamic=True: every piece (the model is cut at each attention call) is traced with a
+    # symbolic token count from its first call, so no size triggers a recompile.
+    return torch.compile(model, dynamic=True, fullgraph=False)
