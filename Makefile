@@ -8,7 +8,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
-EXTRAS ?= dev
+EXTRAS ?= dev,tracing
 ARGS ?=
 PYTEST_ARGS ?=
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from vllm_hydra.config import ConfigError, DeviceType, compose_config
+from vllm_hydra.config import ConfigError, DeviceType, checks, compose_config
 from vllm_hydra.config.checks import (
     CheckContext,
     check_device_memory,
@@ -335,3 +335,13 @@ def test_gpu_without_room_for_the_kv_cache() -> None:
     assert message.startswith("No memory left for the KV cache")
     assert "cache.memory_utilization=0.9 x 80.00 GiB" in message
     assert compose_config(["model=llama3-70b", "device=cuda", "dry_run=true", "parallel.tp=4"])
+
+
+def test_tracing_needs_the_tracing_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    endpoint = "observability.otlp_traces_endpoint=http://127.0.0.1:4318/v1/traces"
+    # As if OpenTelemetry were not installed: the rule looks for modules that are not there.
+    monkeypatch.setattr(checks, "TRACING_MODULES", ("opentelemetry_absent.sdk.trace",))
+    message = _error([endpoint])
+    assert "observability.otlp_traces_endpoint=http://127.0.0.1:4318/v1/traces" in message
+    assert "tracing extra" in message and "opentelemetry_absent.sdk.trace" in message
+    compose_config(["dry_run=true", endpoint])  # a dry run loads nothing: no refusal

@@ -19,9 +19,6 @@ def test_the_default_config_is_fully_supported() -> None:
         (["parallel.backend=ray", "parallel.nnodes=2"], "multi-node serving is not built yet"),
         (["lora=enabled"], "LoRA adapters are not built yet"),
         (["speculative=ngram"], "speculative decoding is not built yet"),
-        (["observability.metrics=true"], "Prometheus metrics and stats logging"),
-        (["observability.log_stats=true"], "Prometheus metrics and stats logging"),
-        (["observability.otlp_traces_endpoint=http://127.0.0.1:4317"], "tracing is not built"),
     ],
 )
 def test_real_runs_refuse_what_is_not_built(overrides: list[str], expected: str) -> None:

@@ -25,7 +25,7 @@ from vllm_hydra.core.block_pool import BlockPool
 from vllm_hydra.core.request import Request, RequestStatus
 from vllm_hydra.core.sched_output import SchedulerOutput
 from vllm_hydra.core.scheduler import Scheduler
-from vllm_hydra.engine.messages import EngineCoreOutput, FinishReason
+from vllm_hydra.engine.messages import EngineCoreEventType, EngineCoreOutput, FinishReason
 from vllm_hydra.outputs import ModelRunnerOutput
 from vllm_hydra.sampling_params import SamplingParams
 
@@ -175,6 +175,8 @@ class Driver:
     tokens: dict[str, list[int]] = field(default_factory=dict)
     finished: dict[str, EngineCoreOutput] = field(default_factory=dict)
     outputs: list[SchedulerOutput] = field(default_factory=list)
+    # The engine events each request's outputs carried (QUEUED, SCHEDULED, PREEMPTED).
+    events: dict[str, list[EngineCoreEventType]] = field(default_factory=dict)
 
     @classmethod
     def create(cls, config: VllmConfig, num_blocks: int) -> Driver:
@@ -188,6 +190,7 @@ class Driver:
         for out in self.scheduler.update_from_output(so, self.runner.execute_model(so)):
             assert out.request_id not in self.finished
             self.tokens.setdefault(out.request_id, []).extend(out.new_token_ids)
+            self.events.setdefault(out.request_id, []).extend(e.type for e in out.events or ())
             if out.finished:
                 self.finished[out.request_id] = out
         check_invariants(self.scheduler)

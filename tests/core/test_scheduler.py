@@ -21,7 +21,7 @@ from vllm_hydra.config import SchedulerConfig, SchedulerPolicy, VllmConfig, comp
 from vllm_hydra.core.request import RequestStatus
 from vllm_hydra.core.sched_output import SchedulerOutput
 from vllm_hydra.core.scheduler import Scheduler
-from vllm_hydra.engine.messages import FinishReason
+from vllm_hydra.engine.messages import EngineCoreEventType, FinishReason
 from vllm_hydra.outputs import LogprobsLists, LogprobsTensors, ModelRunnerOutput
 from vllm_hydra.sampling_params import SamplingParams
 
@@ -226,6 +226,10 @@ def test_preemption_under_a_tiny_kv_cache_and_resume(caching: bool) -> None:
     assert new_b.num_computed_tokens == (8 if caching else 0)
     assert driver.finished["b"].num_cached_tokens == 0  # set by its first admission only
     assert driver.scheduler.make_stats().num_preemptions == 1
+    # The events the frontend's latency metrics are computed from, in order.
+    queued, scheduled, preempted = list(EngineCoreEventType)
+    assert driver.events["a"] == [queued, scheduled]
+    assert driver.events["b"] == [queued, scheduled, preempted, scheduled]
     assert driver.finished["b"].finish_reason is FinishReason.LENGTH
     assert len(driver.tokens["b"]) == 6
     check_all_free(driver.scheduler)

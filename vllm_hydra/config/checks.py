@@ -8,6 +8,7 @@ them all so a user fixes every mistake in one pass.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from collections.abc import Callable, Iterable
@@ -433,6 +434,31 @@ def check_weights_present(c: VllmConfig, ctx: CheckContext) -> list[str]:
     ]
 
 
+# The modules the `tracing` extra installs (OpenTelemetry's SDK and its OTLP/HTTP exporter).
+TRACING_MODULES = ("opentelemetry.sdk.trace", "opentelemetry.exporter.otlp.proto.http")
+
+
+def check_tracing_installed(c: VllmConfig, ctx: CheckContext) -> list[str]:
+    endpoint = c.observability.otlp_traces_endpoint
+    if endpoint is None or ctx.dry_run:
+        return []
+    missing = [m for m in TRACING_MODULES if not _module_installed(m)]
+    if not missing:
+        return []
+    return [
+        f"observability.otlp_traces_endpoint={endpoint} needs OpenTelemetry, which is not "
+        f"installed (missing {', '.join(missing)}). Install the tracing extra "
+        f"(pip install -e '.[tracing]'), or leave observability.otlp_traces_endpoint=null."
+    ]
+
+
+def _module_installed(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
+
+
 def check_kv_cache_fits(c: VllmConfig, plan: MemoryPlan) -> list[str]:
     """vLLM's start-up check: the KV cache must hold one request of max_model_len tokens."""
     if plan.usable_blocks >= plan.blocks_per_request:
@@ -498,4 +524,5 @@ MACHINE_RULES: tuple[Callable[[VllmConfig, CheckContext], list[str]], ...] = (
     check_world_size_fits_devices,
     check_device_memory,
     check_weights_present,
+    check_tracing_installed,
 )

@@ -37,15 +37,6 @@ _NOT_BUILT: tuple[tuple[Callable[[VllmConfig], bool], str], ...] = (
         lambda c: c.speculative.method is not SpeculativeMethod.none,
         "speculative.method: speculative decoding is not built yet. Use speculative=none.",
     ),
-    (
-        lambda c: c.observability.metrics or c.observability.log_stats,
-        "observability.metrics / observability.log_stats: Prometheus metrics and stats logging "
-        "are not built yet. Use observability.metrics=false observability.log_stats=false.",
-    ),
-    (
-        lambda c: c.observability.otlp_traces_endpoint is not None,
-        "observability.otlp_traces_endpoint: tracing is not built yet. Leave it null.",
-    ),
 )
 
 

@@ -6,7 +6,12 @@ import enum
 import time
 
 from vllm_hydra.core.kv_cache_utils import BlockHash
-from vllm_hydra.engine.messages import EngineCoreRequest, FinishReason
+from vllm_hydra.engine.messages import (
+    EngineCoreEvent,
+    EngineCoreEventType,
+    EngineCoreRequest,
+    FinishReason,
+)
 from vllm_hydra.sampling_params import SamplingParams
 
 
@@ -68,6 +73,8 @@ class Request:
         self.num_cached_tokens = -1
         # Hashes of the full blocks of all_token_ids, extended by the KV cache manager.
         self.block_hashes: list[BlockHash] = []
+        # Engine events not yet sent to the frontend (recorded only when stats are on).
+        self.events: list[EngineCoreEvent] = []
 
     @classmethod
     def from_engine_core_request(cls, request: EngineCoreRequest) -> Request:
@@ -102,6 +109,16 @@ class Request:
             token_ids = [token_ids]
         self.output_token_ids.extend(token_ids)
         self.all_token_ids.extend(token_ids)
+
+    def record_event(self, event_type: EngineCoreEventType) -> None:
+        self.events.append(EngineCoreEvent.new_event(event_type))
+
+    def take_events(self) -> list[EngineCoreEvent] | None:
+        """The events since the last call (None if there are none), for the next output."""
+        if not self.events:
+            return None
+        events, self.events = self.events, []
+        return events
 
     def is_finished(self) -> bool:
         return RequestStatus.is_finished(self.status)

@@ -18,22 +18,11 @@ from vllm_hydra.core.request import Request, RequestStatus
 from vllm_hydra.core.request_queue import create_request_queue
 from vllm_hydra.core.sched_output import CachedRequestData, NewRequestData, SchedulerOutput
 from vllm_hydra.core.sched_utils import check_stop
-from vllm_hydra.engine.messages import EngineCoreOutput
+from vllm_hydra.engine.messages import EngineCoreEventType, EngineCoreOutput
+from vllm_hydra.metrics.stats import SchedulerStats
 from vllm_hydra.outputs import LogprobsLists, LogprobsTensors, ModelRunnerOutput
 
 LogprobsTuple = tuple[list[list[int]], list[list[float]], list[int]]
-
-
-@dataclass
-class SchedulerStats:
-    """A snapshot for logging and metrics. Counters are totals since start (take differences)."""
-
-    num_running: int
-    num_waiting: int
-    kv_cache_usage: float
-    prefix_cache_queries: int
-    prefix_cache_hits: int
-    num_preemptions: int
 
 
 @dataclass
@@ -86,6 +75,9 @@ class Scheduler:
         # Finished since the last schedule(); the next SchedulerOutput tells the runner.
         self.finished_req_ids: set[str] = set()
         self.num_preemptions = 0
+        self.num_finished_requests = 0
+        # Record QUEUED/SCHEDULED/PREEMPTED events for the frontend's latency metrics.
+        self.log_stats = vllm_config.observability.collect_stats
 
     # ---- requests in and out ----
 
@@ -95,6 +87,11 @@ class Scheduler:
         request.status = RequestStatus.WAITING
         self.requests[request.request_id] = request
         self.waiting.add_request(request)
+        self._record_event(request, EngineCoreEventType.QUEUED)
+
+    def _record_event(self, request: Request, event_type: EngineCoreEventType) -> None:
+        if self.log_stats:
+            request.record_event(event_type)
 
     def _check_request(self, request: Request) -> None:
         rid, num_prompt = request.request_id, request.num_prompt_tokens
@@ -137,6 +134,7 @@ class Scheduler:
         self.kv_cache_manager.free(request)
         del self.requests[request.request_id]
         self.finished_req_ids.add(request.request_id)
+        self.num_finished_requests += 1
 
     def get_num_unfinished_requests(self) -> int:
         return len(self.waiting) + len(self.running)
@@ -149,13 +147,17 @@ class Scheduler:
 
     def make_stats(self) -> SchedulerStats:
         prefix = self.kv_cache_manager.prefix_cache_stats
+        block_pool = self.kv_cache_manager.block_pool
         return SchedulerStats(
             num_running=len(self.running),
             num_waiting=len(self.waiting),
             kv_cache_usage=self.kv_cache_manager.usage,
+            num_free_blocks=block_pool.get_num_free_blocks(),
+            num_total_blocks=block_pool.num_blocks - 1,  # the null block is never handed out
             prefix_cache_queries=prefix.queries,
             prefix_cache_hits=prefix.hits,
             num_preemptions=self.num_preemptions,
+            num_finished_requests=self.num_finished_requests,
         )
 
     # ---- schedule ----
@@ -242,6 +244,7 @@ class Scheduler:
         request.num_computed_tokens = 0
         self.waiting.prepend_request(request)
         self.num_preemptions += 1
+        self._record_event(request, EngineCoreEventType.PREEMPTED)
 
     def _schedule_waiting(self, plan: _StepPlan) -> None:
         while self.waiting and plan.token_budget > 0 and len(self.running) < self.max_num_seqs:
@@ -268,6 +271,7 @@ class Scheduler:
         if request.num_cached_tokens < 0:
             request.num_cached_tokens = num_hit_tokens
         self.running.append(request)
+        self._record_event(request, EngineCoreEventType.SCHEDULED)
 
     def _make_output(self, plan: _StepPlan) -> SchedulerOutput:
         finished, self.finished_req_ids = self.finished_req_ids, set()
@@ -355,6 +359,7 @@ class Scheduler:
             finish_reason=request.get_finished_reason(),
             stop_reason=request.stop_reason,
             num_cached_tokens=max(request.num_cached_tokens, 0),
+            events=request.take_events(),
         )
 
     def _append_until_stop(self, request: Request, sampled_token_ids: list[int]) -> list[int]:

@@ -5,30 +5,38 @@ request, then yields its `RequestOutput`s; an output-handler task pulls `EngineC
 runs the `OutputProcessor` and hands each request its outputs through a
 `RequestOutputCollector`. n > 1 runs as n child requests f"{i}_{request_id}", fanned back in.
 Cancelling a `generate()` (client disconnect) aborts the request so its KV blocks are freed.
+With stats on, each batch of outputs also feeds the stat loggers (Prometheus metrics and the
+periodic stats line, `do_log_stats`), and finished requests become spans when tracing is on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from vllm_hydra.config.support import check_supported
 from vllm_hydra.config.vllm import VllmConfig
 from vllm_hydra.engine.core_client import AsyncMPClient
 from vllm_hydra.engine.exceptions import EngineDeadError
 from vllm_hydra.engine.input_processor import InputProcessor
-from vllm_hydra.engine.messages import EngineCoreRequest
+from vllm_hydra.engine.messages import EngineCoreOutputs, EngineCoreRequest
 from vllm_hydra.engine.output_collector import RequestOutputCollector
 from vllm_hydra.engine.output_processor import (
     OutputProcessor,
+    OutputProcessorOutput,
     ParentRequest,
     child_sampling_params,
 )
+from vllm_hydra.metrics.loggers import StatLoggerManager
+from vllm_hydra.metrics.stats import IterationStats
 from vllm_hydra.request_output import RequestOutput
 from vllm_hydra.sampling_params import SamplingParams
 from vllm_hydra.tokenizer import get_tokenizer
+
+if TYPE_CHECKING:
+    from vllm_hydra.tracing import RequestTracer
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +47,10 @@ class AsyncLLM:
         self.vllm_config = vllm_config
         self.tokenizer = get_tokenizer(vllm_config)
         self.input_processor = InputProcessor(vllm_config, self.tokenizer)
-        self.output_processor = OutputProcessor(self.tokenizer)
+        self.log_stats = vllm_config.observability.collect_stats
+        self.logger_manager = _make_logger_manager(vllm_config)
+        self.tracer = _make_tracer(vllm_config)
+        self.output_processor = OutputProcessor(self.tokenizer, self.log_stats, self.tracer)
         self.engine_core = AsyncMPClient(vllm_config)
         self.num_gpu_blocks = self.engine_core.num_gpu_blocks
         self._collectors: dict[str, RequestOutputCollector] = {}
@@ -65,10 +76,14 @@ class AsyncLLM:
         sampling_params: SamplingParams,
         request_id: str,
         prompt: str | None = None,
+        trace_headers: Mapping[str, str] | None = None,
     ) -> AsyncIterator[RequestOutput]:
         """Yield the request's outputs per `sampling_params.output_kind`, the last finished.
-        Validation errors (SamplingParamsError) raise before anything reaches the engine."""
-        collector = await self._add_request(prompt_token_ids, sampling_params, request_id, prompt)
+        Validation errors (SamplingParamsError) raise before anything reaches the engine.
+        `trace_headers` (W3C traceparent/tracestate) parent the request's span."""
+        collector = await self._add_request(
+            prompt_token_ids, sampling_params, request_id, prompt, trace_headers
+        )
         try:
             finished = False
             while not finished:
@@ -87,6 +102,7 @@ class AsyncLLM:
         params: SamplingParams,
         request_id: str,
         prompt: str | None,
+        trace_headers: Mapping[str, str] | None = None,
     ) -> RequestOutputCollector:
         if self.dead_error is not None:
             raise self.dead_error
@@ -99,7 +115,7 @@ class AsyncLLM:
         self._collectors[request_id] = collector
         self._children[request_id] = [r.request_id for r in requests]
         for index, request in enumerate(requests):
-            self.output_processor.add_request(request, parent, index)
+            self.output_processor.add_request(request, parent, index, trace_headers)
         for request in requests:
             await self.engine_core.add_request_async(request)
         return collector
@@ -127,7 +143,7 @@ class AsyncLLM:
         try:
             while True:
                 outputs = await self.engine_core.get_output_async()
-                processed = self.output_processor.process_outputs(outputs.outputs)
+                processed = self._process_outputs(outputs)
                 for output in processed.request_outputs:
                     collector = self._collectors.get(output.request_id)
                     if collector is not None:
@@ -140,6 +156,28 @@ class AsyncLLM:
         except Exception as exc:  # a bug here must not leave requests hanging
             logger.exception("AsyncLLM output handler failed.")
             self._fail_all(exc)
+
+    def _process_outputs(self, outputs: EngineCoreOutputs) -> OutputProcessorOutput:
+        """Run the OutputProcessor over one engine step and feed the stat loggers."""
+        iteration_stats = IterationStats() if self.log_stats and outputs.outputs else None
+        processed = self.output_processor.process_outputs(
+            outputs.outputs, outputs.timestamp, iteration_stats
+        )
+        if self.logger_manager is not None:
+            self.logger_manager.record(
+                outputs.scheduler_stats, iteration_stats, outputs.engine_index
+            )
+        return processed
+
+    def do_log_stats(self) -> list[str]:
+        """Write the periodic stats line(s) (the server calls this every stats_interval_s)."""
+        return self.logger_manager.log() if self.logger_manager is not None else []
+
+    def metrics_text(self) -> bytes:
+        """The Prometheus metrics in text exposition format (observability.metrics=true)."""
+        if self.logger_manager is None or self.logger_manager.prometheus is None:
+            raise RuntimeError("Prometheus metrics are off (observability.metrics=false).")
+        return self.logger_manager.prometheus.generate_latest()
 
     def _fail_all(self, error: Exception) -> None:
         for collector in self._collectors.values():
@@ -164,7 +202,9 @@ class AsyncLLM:
             self._children.pop(request_id, None)
 
     async def get_stats(self) -> dict[str, Any]:
-        """The engine's SchedulerStats (num_running, num_waiting, kv_cache_usage, ...)."""
+        """The engine's scheduler and KV cache stats (num_running, num_waiting,
+        kv_cache_usage, num_free_blocks, num_total_blocks, prefix_cache_queries/hits,
+        num_preemptions, num_finished_requests)."""
         return await self.engine_core.call_utility_async("get_stats")
 
     async def reset_prefix_cache(self) -> bool:
@@ -177,3 +217,27 @@ class AsyncLLM:
             self._output_handler.cancel()
         self.engine_core.shutdown()
         self._fail_all(EngineDeadError("The engine was shut down."))
+        if self.tracer is not None:
+            self.tracer.shutdown()
+
+
+def _make_logger_manager(vllm_config: VllmConfig) -> StatLoggerManager | None:
+    obs = vllm_config.observability
+    if not (obs.metrics or obs.log_stats):
+        return None
+    return StatLoggerManager(
+        vllm_config.served_model_name,
+        vllm_config.model.max_model_len or 0,
+        range(vllm_config.parallel.dp),
+        log_stats=obs.log_stats,
+        metrics=obs.metrics,
+    )
+
+
+def _make_tracer(vllm_config: VllmConfig) -> RequestTracer | None:
+    endpoint = vllm_config.observability.otlp_traces_endpoint
+    if endpoint is None:
+        return None
+    from vllm_hydra.tracing import RequestTracer, init_tracer_provider
+
+    return RequestTracer(init_tracer_provider(endpoint), vllm_config.served_model_name)

@@ -32,6 +32,7 @@ from vllm_hydra.core.request import Request, RequestStatus
 from vllm_hydra.core.scheduler import Scheduler
 from vllm_hydra.engine.messages import (
     ENGINE_CORE_DEAD,
+    EngineCoreOutput,
     EngineCoreOutputs,
     EngineCoreRequest,
     EngineCoreRequestType,
@@ -41,13 +42,21 @@ from vllm_hydra.engine.messages import (
     UtilityRequest,
 )
 from vllm_hydra.executor.abstract import Executor
+from vllm_hydra.metrics.stats import SchedulerStats
 
 logger = logging.getLogger(__name__)
 
 
 class EngineCore:
-    def __init__(self, vllm_config: VllmConfig, executor_class: type[Executor] | None = None):
+    def __init__(
+        self,
+        vllm_config: VllmConfig,
+        executor_class: type[Executor] | None = None,
+        engine_index: int = 0,
+    ):
         self.config = vllm_config
+        self.engine_index = engine_index  # the data-parallel rank (metrics label `engine`)
+        self.log_stats = vllm_config.observability.collect_stats
         executor_class = executor_class or Executor.get_class(vllm_config)
         self.model_executor = executor_class(vllm_config)
         self.num_gpu_blocks = self._initialize_kv_caches()
@@ -91,18 +100,34 @@ class EngineCore:
     def step(self) -> EngineCoreOutputs:
         """Schedule, run and update once; the outputs of every request that moved."""
         if not self.scheduler.has_unfinished_requests():
-            return EngineCoreOutputs(timestamp=time.monotonic())
+            return self._make_outputs([])
         scheduler_output = self.scheduler.schedule()
         model_output = self.model_executor.execute_model(scheduler_output)
         outputs = self.scheduler.update_from_output(scheduler_output, model_output)
-        return EngineCoreOutputs(outputs=outputs, timestamp=time.monotonic())
+        return self._make_outputs(outputs)
+
+    def _make_outputs(self, outputs: list[EngineCoreOutput]) -> EngineCoreOutputs:
+        """This step's outputs, with the scheduler's stats when stats are on."""
+        return EngineCoreOutputs(
+            engine_index=self.engine_index,
+            outputs=outputs,
+            timestamp=time.monotonic(),
+            scheduler_stats=self.make_scheduler_stats() if self.log_stats else None,
+        )
+
+    def make_scheduler_stats(self) -> SchedulerStats:
+        stats = self.scheduler.make_stats()
+        stats.engine_index = self.engine_index
+        return stats
 
     def shutdown(self) -> None:
         self.model_executor.shutdown()
 
     def get_stats(self) -> dict[str, Any]:
-        """The scheduler's `SchedulerStats` as a dict (a UTILITY call)."""
-        return dataclasses.asdict(self.scheduler.make_stats())
+        """The scheduler's and KV cache's state as a dict (a UTILITY call, for tests and
+        tools): running and waiting requests, KV cache usage and free/total blocks, prefix
+        cache queries and hits, preemptions and finished requests since start."""
+        return dataclasses.asdict(self.make_scheduler_stats())
 
     def reset_prefix_cache(self) -> bool:
         return self.scheduler.reset_prefix_cache()
@@ -129,6 +154,8 @@ class EngineCoreProc(EngineCore):
         self.input_queue: queue.Queue[tuple[Any, Any]] = queue.Queue()
         self.output_queue: queue.Queue[EngineCoreOutputs | bytes] = queue.Queue()
         self.shutdown_requested = False
+        # The frontend's gauges have not seen the scheduler's latest state (e.g. after aborts).
+        self.stats_stale = False
         self.ctx = zmq.Context()
         handshake = _connect(self.ctx, zmq.DEALER, handshake_address)
         try:
@@ -208,8 +235,13 @@ class EngineCoreProc(EngineCore):
     def _process_engine_step(self) -> None:
         if self.has_unfinished_requests():
             outputs = self.step()
-            if outputs.outputs or outputs.finished_requests:
+            if outputs.outputs or outputs.finished_requests or outputs.scheduler_stats:
                 self.output_queue.put(outputs)
+            self.stats_stale = False
+        elif self.log_stats and self.stats_stale:
+            # Idle after aborts: no step will run, so send the gauges their zeros now.
+            self.output_queue.put(self._make_outputs([]))
+            self.stats_stale = False
 
     def _handle_client_request(self, request_type: Any, body: Any) -> None:
         if request_type == _IO_FAILED:
@@ -218,6 +250,7 @@ class EngineCoreProc(EngineCore):
             self.add_request(body)
         elif request_type == EngineCoreRequestType.ABORT:
             self.abort_requests(body)
+            self.stats_stale = True
         elif request_type == EngineCoreRequestType.UTILITY:
             self.output_queue.put(EngineCoreOutputs(utility_output=self._call_utility(body)))
 

@@ -6,10 +6,12 @@
 from __future__ import annotations
 
 import enum
+import time
 from typing import Any, Literal
 
 import msgspec
 
+from vllm_hydra.metrics.stats import SchedulerStats
 from vllm_hydra.sampling_params import SamplingParams
 
 
@@ -22,6 +24,25 @@ class FinishReason(enum.IntEnum):
 
     def __str__(self) -> str:
         return ("stop", "length", "abort")[self.value]
+
+
+class EngineCoreEventType(enum.IntEnum):
+    """A step in a request's life inside the engine, for the frontend's latency metrics."""
+
+    QUEUED = 1
+    SCHEDULED = 2
+    PREEMPTED = 3
+
+
+class EngineCoreEvent(msgspec.Struct, array_like=True, frozen=True):
+    """An engine-side event with its `time.monotonic()` timestamp (the engine's clock)."""
+
+    type: EngineCoreEventType
+    timestamp: float
+
+    @classmethod
+    def new_event(cls, event_type: EngineCoreEventType) -> EngineCoreEvent:
+        return cls(event_type, time.monotonic())
 
 
 class EngineCoreRequestType(enum.Enum):
@@ -51,6 +72,8 @@ class EngineCoreOutput(msgspec.Struct, array_like=True, omit_defaults=True):
     finish_reason: FinishReason | None = None
     stop_reason: int | str | None = None  # the stop token id or stop string
     num_cached_tokens: int = 0  # prompt tokens served from the prefix cache
+    # QUEUED / SCHEDULED / PREEMPTED since the request's last output (only when stats are on).
+    events: list[EngineCoreEvent] | None = None
 
     @property
     def finished(self) -> bool:
@@ -72,12 +95,14 @@ class UtilityOutput(msgspec.Struct, array_like=True, omit_defaults=True):
 
 
 class EngineCoreOutputs(msgspec.Struct, array_like=True, omit_defaults=True):
-    engine_index: int = 0
+    engine_index: int = 0  # the data-parallel rank that sent these (metrics label `engine`)
     outputs: list[EngineCoreOutput] = msgspec.field(default_factory=list)
-    timestamp: float = 0.0
+    timestamp: float = 0.0  # the engine's time.monotonic() when the step ended
     # Requests the engine finished on its own (e.g. aborted on a fault) without an output.
     finished_requests: set[str] | None = None
     utility_output: UtilityOutput | None = None
+    # The scheduler's state after this step (only when stats are on).
+    scheduler_stats: SchedulerStats | None = None
 
 
 # The single frame an engine sends on its output socket when it dies of a fatal error.

@@ -5,17 +5,24 @@ hit one), turns logprobs into per-token dicts, and fans the n sequences of a req
 Each step it returns the `RequestOutput`s to deliver, per `sampling_params.output_kind`:
 CUMULATIVE (everything so far), DELTA (only what is new) or FINAL_ONLY. While a sequence runs,
 the last `max(len(stop)) - 1` characters are held back: they may yet become a stop string.
+
+With stats on, each request keeps its timestamps (`RequestStateStats`) and each call folds the
+step into an `IterationStats` for the stat loggers; a finished request becomes a span when a
+tracer is set.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import msgspec
 from transformers import PreTrainedTokenizerBase
 
 from vllm_hydra.engine.detokenizer import IncrementalDetokenizer
 from vllm_hydra.engine.messages import EngineCoreOutput, EngineCoreRequest, FinishReason
+from vllm_hydra.metrics.stats import IterationStats, RequestStateStats
 from vllm_hydra.request_output import (
     CompletionOutput,
     Logprob,
@@ -24,6 +31,9 @@ from vllm_hydra.request_output import (
     SampleLogprobs,
 )
 from vllm_hydra.sampling_params import RequestOutputKind, SamplingParams
+
+if TYPE_CHECKING:
+    from vllm_hydra.tracing import RequestTracer
 
 LogprobsRows = tuple[list[list[int]], list[list[float]], list[int]]
 
@@ -77,12 +87,18 @@ class RequestState:
         parent: ParentRequest,
         index: int,
         detok: IncrementalDetokenizer,
+        log_stats: bool = False,
+        trace_headers: Mapping[str, str] | None = None,
     ) -> None:
         self.request_id = request.request_id
         self.parent = parent
         self.index = index
         self.detokenizer = detok
         params = request.sampling_params
+        self.sampling_params = params
+        self.prompt_len = len(request.prompt_token_ids)
+        self.stats = RequestStateStats(arrival_time=request.arrival_time) if log_stats else None
+        self.trace_headers = trace_headers
         self.wants_logprobs = params.logprobs is not None
         self.wants_prompt_logprobs = params.prompt_logprobs is not None
         # Rows carry the batch's widest top-N; each request keeps its own (-1: all of them).
@@ -129,15 +145,28 @@ class OutputProcessorOutput:
 
 
 class OutputProcessor:
-    def __init__(self, tokenizer: PreTrainedTokenizerBase | None) -> None:
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase | None,
+        log_stats: bool = False,
+        tracer: RequestTracer | None = None,
+    ) -> None:
         self.tokenizer = tokenizer
+        self.log_stats = log_stats
+        self.tracer = tracer
         self.request_states: dict[str, RequestState] = {}
 
     def add_request(
-        self, request: EngineCoreRequest, parent: ParentRequest, index: int = 0
+        self,
+        request: EngineCoreRequest,
+        parent: ParentRequest,
+        index: int = 0,
+        trace_headers: Mapping[str, str] | None = None,
     ) -> None:
         detok = IncrementalDetokenizer(self.tokenizer, request.sampling_params)
-        self.request_states[request.request_id] = RequestState(request, parent, index, detok)
+        self.request_states[request.request_id] = RequestState(
+            request, parent, index, detok, self.log_stats, trace_headers
+        )
 
     def has_unfinished_requests(self) -> bool:
         return bool(self.request_states)
@@ -146,21 +175,50 @@ class OutputProcessor:
         for request_id in request_ids:
             self.request_states.pop(request_id, None)
 
-    def process_outputs(self, outputs: list[EngineCoreOutput]) -> OutputProcessorOutput:
+    def process_outputs(
+        self,
+        outputs: list[EngineCoreOutput],
+        engine_core_timestamp: float = 0.0,
+        iteration_stats: IterationStats | None = None,
+    ) -> OutputProcessorOutput:
+        """Fold one engine step into the requests; with `iteration_stats`, also record the
+        step's tokens and latencies (`engine_core_timestamp`: the step's engine time)."""
         changed: dict[str, list[RequestState]] = {}  # parent id -> its sequences that moved
         to_abort: list[str] = []
         for output in outputs:
             state = self.request_states.get(output.request_id)
             if state is None:  # aborted meanwhile
                 continue
+            if iteration_stats is not None and state.stats is not None:
+                iteration_stats.update_from_output(
+                    output, engine_core_timestamp, state.prompt_len, state.stats
+                )
             finish_reason = self._update(state, output)
             if finish_reason is not None and not output.finished:
                 to_abort.append(output.request_id)  # a stop string: the engine still runs it
             if finish_reason is not None:
                 del self.request_states[output.request_id]
+                self._finish_stats(state, finish_reason, iteration_stats)
             changed.setdefault(state.parent.request_id, []).append(state)
         request_outputs = [self._make_output(states) for states in changed.values()]
         return OutputProcessorOutput([o for o in request_outputs if o is not None], to_abort)
+
+    def _finish_stats(
+        self,
+        state: RequestState,
+        finish_reason: FinishReason,
+        iteration_stats: IterationStats | None,
+    ) -> None:
+        """Record a finished request for the stat loggers, and its span for the tracer."""
+        if iteration_stats is None or state.stats is None:
+            return
+        finished = iteration_stats.update_from_finished_request(
+            finish_reason, state.prompt_len, state.sampling_params.max_tokens, state.stats
+        )
+        if self.tracer is not None:
+            self.tracer.trace_request(
+                state.request_id, state.sampling_params, finished, state.stats, state.trace_headers
+            )
 
     @staticmethod
     def _make_output(states: list[RequestState]) -> RequestOutput | None:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -87,6 +88,8 @@ def build_app(engine_client: AsyncLLM | None, vllm_config: VllmConfig) -> FastAP
     if vllm_config.server.api_key:
         app.add_middleware(RequestGuard, check=_api_key_check(vllm_config.server.api_key))
     _add_routes(app)
+    if vllm_config.observability.metrics:
+        app.get("/metrics")(metrics)  # open like /health: the API key guards only /v1
     if engine_client is not None:
         attach_engine(app, engine_client)
     return app
@@ -181,6 +184,12 @@ async def tokenize(request: TokenizeRequest, raw_request: Request) -> JSONRespon
 async def detokenize(request: DetokenizeRequest, raw_request: Request) -> JSONResponse:
     serving: OpenAIServingTokenization = raw_request.app.state.serving_tokenization
     return JSONResponse(serving.detokenize(request).model_dump())
+
+
+async def metrics(raw_request: Request) -> Response:
+    """Prometheus metrics (vLLM's `vllm:` names), for a scraper."""
+    engine: AsyncLLM = raw_request.app.state.engine_client
+    return Response(engine.metrics_text(), media_type=CONTENT_TYPE_LATEST)
 
 
 async def engine_stats(raw_request: Request) -> JSONResponse:
@@ -292,6 +301,27 @@ async def _watch_engine(
     server.should_exit = True
 
 
+async def _log_stats_periodically(engine: AsyncLLM, interval_s: float) -> None:
+    """The stats line every observability.stats_interval_s (vLLM's force-log task)."""
+    while True:
+        await asyncio.sleep(interval_s)
+        engine.do_log_stats()
+
+
+def _start_background_tasks(
+    engine: AsyncLLM, server: uvicorn.Server, state: ServerState, vllm_config: VllmConfig
+) -> list[asyncio.Future]:
+    tasks = [
+        asyncio.ensure_future(
+            _watch_engine(engine, server, state, vllm_config.server.exit_on_engine_death)
+        )
+    ]
+    obs = vllm_config.observability
+    if obs.log_stats:
+        tasks.append(asyncio.ensure_future(_log_stats_periodically(engine, obs.stats_interval_s)))
+    return tasks
+
+
 async def _run(vllm_config: VllmConfig, sock: socket.socket, state: ServerState) -> int:
     app = build_app(None, vllm_config)
     server, serving = serve_http(app, vllm_config.server, sock)
@@ -306,13 +336,12 @@ async def _run(vllm_config: VllmConfig, sock: socket.socket, state: ServerState)
                 _url(sock),
                 app.state.models.served_model_name,
             )
-            watchdog = asyncio.ensure_future(
-                _watch_engine(engine, server, state, vllm_config.server.exit_on_engine_death)
-            )
+            tasks = _start_background_tasks(engine, server, state, vllm_config)
             try:
                 await serving
             finally:
-                watchdog.cancel()
+                for task in tasks:
+                    task.cancel()
     finally:
         if not serving.done():  # the engine failed to start
             server.should_exit = True

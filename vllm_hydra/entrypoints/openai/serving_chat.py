@@ -48,7 +48,7 @@ class OpenAIServingChat(OpenAIServing):
         params = self._params(request, token_ids)
         request_id = random_id("chatcmpl")
         prompt = self._decode(token_ids)
-        outputs = self.generate(token_ids, params, request_id, prompt)
+        outputs = self.generate(token_ids, params, request_id, prompt, raw_request)
         if request.stream:
             return self._stream(request, request_id, outputs)
         final = await until_disconnected(last_output(outputs), raw_request)

@@ -53,7 +53,7 @@ class OpenAIServingCompletion(OpenAIServing):
         prompts = [self._prepare(p, request) for p in self._prompt_list(request)]
         request_id = random_id("cmpl")
         streams = [
-            self.generate(p.token_ids, p.params, f"{request_id}-{i}", p.text)
+            self.generate(p.token_ids, p.params, f"{request_id}-{i}", p.text, raw_request)
             for i, p in enumerate(prompts)
         ]
         if request.stream:

@@ -19,6 +19,7 @@ from vllm_hydra.entrypoints.openai.protocol import SamplingRequest, UsageInfo
 from vllm_hydra.entrypoints.openai.serving_models import OpenAIServingModels
 from vllm_hydra.request_output import RequestOutput
 from vllm_hydra.sampling_params import RequestOutputKind, SamplingParams, SamplingParamsError
+from vllm_hydra.tracing import extract_trace_headers
 
 if TYPE_CHECKING:
     from vllm_hydra.engine.async_llm import AsyncLLM
@@ -137,8 +138,13 @@ class OpenAIServing:
         params: SamplingParams,
         request_id: str,
         prompt: str | None,
+        raw_request: Request | None = None,
     ) -> AsyncIterator[RequestOutput]:
-        outputs = self.engine_client.generate(prompt_token_ids, params, request_id, prompt=prompt)
+        """Start the request in the engine; `raw_request`'s traceparent parents its span."""
+        trace_headers = extract_trace_headers(raw_request.headers) if raw_request else None
+        outputs = self.engine_client.generate(
+            prompt_token_ids, params, request_id, prompt=prompt, trace_headers=trace_headers
+        )
         return outputs if self.load is None else _counted(outputs, self.load, params.n)
 
 

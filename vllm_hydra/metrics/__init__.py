@@ -1,0 +1,1 @@
+"""Prometheus metrics (vLLM's `vllm:` names), periodic stats logging and request tracing."""
