@@ -9,18 +9,16 @@ the real rows back, and falling back to eager for prefills and for batches past 
 
 from __future__ import annotations
 
-import os
-
-# Before the kernels are defined (the backend imports them on first use).
-os.environ["TRITON_INTERPRET"] = "1"
-
 from pathlib import Path
 
 import torch
 
 from tests.model_factory import write_random_checkpoint
+from tests.triton_interpreter import requires_interpreter
 from vllm_hydra import LLM, SamplingParams
 from vllm_hydra.compilation.cuda_graph import CUDAGraphRunner, Replay
+
+pytestmark = requires_interpreter
 
 
 class EagerReplayRunner(CUDAGraphRunner):

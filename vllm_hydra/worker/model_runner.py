@@ -12,6 +12,7 @@ import logging
 import torch
 from torch import nn
 
+from vllm_hydra.attention.backends.abstract import AttentionMetadata
 from vllm_hydra.attention.selector import get_attn_backend
 from vllm_hydra.compilation.cuda_graph import CUDAGraphRunner
 from vllm_hydra.compilation.torch_compile import ModelForward, compile_model
@@ -59,11 +60,27 @@ class ModelRunner:
             self.model_forward = compile_model(self.model, self.config.compilation.cache_dir)
 
     @torch.inference_mode()
-    def capture_model(self) -> None:
-        """compilation.mode=cudagraph: capture the decode graphs over the allocated KV cache."""
+    def compile_or_warm_up_model(self) -> None:
+        """Once the KV cache exists: compile (torch_compile) or capture the decode graphs
+        (cudagraph) now, so that no request waits for it."""
+        mode = self.config.compilation.mode
+        if mode is CompilationMode.torch_compile:
+            self._warm_up_compiled_model()
+        elif mode is CompilationMode.cudagraph:
+            self._capture_cudagraphs()
+
+    def _warm_up_compiled_model(self) -> None:
+        """A 2-token batch (the graphs dynamic in tokens) and a 1-token one (Dynamo
+        specialises size 1). Their dummy K/V go to the null block 0, which nothing reads."""
+        assert self.model_forward is not None
+        for n in (2, 1):
+            meta = AttentionMetadata.build([n], [n], [[0] * n], self.block_size, self.device)
+            ids = torch.zeros(n, dtype=torch.int64, device=self.device)
+            positions = torch.arange(n, device=self.device)
+            self.model_forward(ids, positions, self.kv_caches, meta)
+
+    def _capture_cudagraphs(self) -> None:
         compilation = self.config.compilation
-        if compilation.mode is not CompilationMode.cudagraph:
-            return
         self.cudagraph_runner = CUDAGraphRunner(
             self._model(),
             self.kv_caches,

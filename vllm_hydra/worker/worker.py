@@ -71,8 +71,8 @@ class Worker:
         self.compile_or_warm_up_model()
 
     def compile_or_warm_up_model(self) -> None:
-        """Capture CUDA graphs (compilation.mode=cudagraph) once the KV cache exists."""
-        self._runner().capture_model()
+        """torch.compile's first compile or the CUDA graph capture, before serving."""
+        self._runner().compile_or_warm_up_model()
 
     def execute_model(self, scheduler_output: SchedulerOutput) -> ModelRunnerOutput:
         return self._runner().execute_model(scheduler_output)
