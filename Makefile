@@ -8,7 +8,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
-EXTRAS ?= dev,tracing
+EXTRAS ?= dev,tracing,bench,tune,ray
 ARGS ?=
 PYTEST_ARGS ?=
 
@@ -34,6 +34,11 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# Re-run the benchmark campaigns of docs/benchmarks.md and rewrite it (tens of minutes on a
+# 2-core CPU; run it on an idle machine). BENCH_ARGS is passed on, e.g. BENCH_ARGS='--only tiny'.
+bench: $(STAMP)
+	$(BIN)/python -m vllm_hydra.benchmarks.report $(BENCH_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -45,10 +45,11 @@ ARCHS: dict[str, tuple[type[PretrainedConfig], dict]] = {
 }
 
 
-def write_random_checkpoint(kind: str, path: Path, seed: int = 0) -> Path:
-    """Save a random `kind` model (fp32) with the embedded tokenizer into `path`."""
+def write_random_checkpoint(kind: str, path: Path, seed: int = 0, **overrides: object) -> Path:
+    """Save a random `kind` model (fp32) with the embedded tokenizer into `path`; `overrides`
+    change config fields (e.g. num_hidden_layers)."""
     config_class, extra = ARCHS[kind]
-    config = config_class(**{**COMMON, **extra})
+    config = config_class(**{**COMMON, **extra, **overrides})
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.save_pretrained(path)

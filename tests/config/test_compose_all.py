@@ -8,21 +8,26 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
-from vllm_hydra.config import compose_config, compose_serve_config
+from vllm_hydra.config import compose_config, compose_serve_config, create_vllm_config
+from vllm_hydra.config.compose import compose_bench_config
 from vllm_hydra.config.store import CONF_DIR
 
 # Options that only validate for a GPU target (planned as a dry run here). Mistral's 32K context
 # needs more KV cache than the 4 GiB CPU default holds (the error says so and names the fix).
 NEEDS_CUDA = {"attention/triton", "compilation/cudagraph", "model/mistral"}
 SKIP_GROUPS = {"hydra", "local"}
+# Groups of conf/bench.yaml only (hparams_search needs its sweeper plugin: tests/benchmarks).
+BENCH_GROUPS = {"bench"}
+BENCH_ONLY_GROUPS = {"hparams_search"}
 
 
 def _options() -> list[str]:
     cases = []
     for path in sorted(CONF_DIR.glob("*/*.yaml")):
         group = path.parent.name
-        if group not in SKIP_GROUPS:
+        if group not in SKIP_GROUPS | BENCH_ONLY_GROUPS:
             cases.append(f"{group}/{path.stem}")
     return cases
 
@@ -41,7 +46,12 @@ def test_option_composes_and_validates(case: str) -> None:
     overrides = [f"{group}={option}", "dry_run=true"]
     if case in NEEDS_CUDA:
         overrides.append("device=cuda")
-    config = compose_config(overrides)
+    if group in BENCH_GROUPS:
+        cfg = compose_bench_config(overrides)
+        assert OmegaConf.to_object(cfg.bench).workload.name.value == option
+        config = create_vllm_config(cfg)
+    else:
+        config = compose_config(overrides)
     assert config.model_arch is not None
     assert config.model.max_model_len is not None and config.model.max_model_len > 0
     assert config.scheduler.max_num_batched_tokens is not None

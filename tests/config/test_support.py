@@ -11,12 +11,18 @@ def test_the_default_config_is_fully_supported() -> None:
     assert unsupported_features(compose_config([])) == []
 
 
+def test_tensor_and_pipeline_parallelism_are_supported() -> None:
+    config = compose_config(["dry_run=true", "parallel.tp=2", "parallel.pp=2"])
+    assert unsupported_features(config) == []
+    ray = compose_config(["dry_run=true", "parallel.backend=ray", "parallel.nnodes=2"])
+    assert unsupported_features(ray) == []
+
+
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        (["parallel.tp=2"], "tensor and pipeline parallelism are not built yet"),
         (["parallel.dp=2"], "data parallelism is not built yet"),
-        (["parallel.backend=ray", "parallel.nnodes=2"], "multi-node serving is not built yet"),
+        (["parallel.tp=2", "compilation=torch_compile"], "compiling a sharded model"),
         (["lora=enabled"], "LoRA adapters are not built yet"),
         (["speculative=ngram"], "speculative decoding is not built yet"),
     ],

@@ -14,11 +14,10 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
-
-from vllm_hydra.attention.backends.abstract import AttentionMetadata
 
 logger = logging.getLogger(__name__)
 
@@ -26,9 +25,8 @@ logger = logging.getLogger(__name__)
 # the first layer (no residual yet) and a profiling run without metadata fit within this.
 RECOMPILE_LIMIT = 8
 
-ModelForward = Callable[
-    [torch.Tensor, torch.Tensor, list[torch.Tensor], AttentionMetadata | None], torch.Tensor
-]
+# model(input_ids, positions, kv_caches, attn_metadata[, intermediate_tensors])
+ModelForward = Callable[..., Any]
 
 
 def default_cache_dir() -> Path:

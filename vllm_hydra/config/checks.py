@@ -452,6 +452,17 @@ def check_tracing_installed(c: VllmConfig, ctx: CheckContext) -> list[str]:
     ]
 
 
+def check_ray_installed(c: VllmConfig, ctx: CheckContext) -> list[str]:
+    if c.parallel.backend is not DistributedBackend.ray or ctx.dry_run:
+        return []
+    if _module_installed("ray"):
+        return []
+    return [
+        "parallel.backend=ray needs Ray, which is not installed. Install the ray extra "
+        "(pip install 'vllm-hydra[ray]'), or use parallel.backend=mp on one machine."
+    ]
+
+
 def _module_installed(name: str) -> bool:
     try:
         return importlib.util.find_spec(name) is not None
@@ -525,4 +536,5 @@ MACHINE_RULES: tuple[Callable[[VllmConfig, CheckContext], list[str]], ...] = (
     check_device_memory,
     check_weights_present,
     check_tracing_installed,
+    check_ray_installed,
 )

@@ -17,6 +17,13 @@ def compose_serve_config(overrides: list[str] | None = None) -> DictConfig:
         return compose(config_name="serve", overrides=list(overrides or []))
 
 
+def compose_bench_config(overrides: list[str] | None = None) -> DictConfig:
+    """Compose `conf/bench.yaml` (scripts/bench.py's root) with Hydra overrides."""
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="bench", overrides=list(overrides or []))
+
+
 def compose_config(overrides: list[str] | None = None) -> VllmConfig:
     """Compose, resolve and validate: `compose_config(["model=tiny", "parallel.tp=2"])`."""
     return create_vllm_config(compose_serve_config(overrides))

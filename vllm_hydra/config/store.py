@@ -14,6 +14,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from vllm_hydra.config.bench import BenchAppConfig, BenchConfig
 from vllm_hydra.config.vllm import EngineSections, ServeConfig
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
@@ -50,6 +51,8 @@ def register_configs() -> None:
         OmegaConf.register_new_resolver("asset", asset_path)
     cs = ConfigStore.instance()
     cs.store(name="serve_schema", node=_schema(ServeConfig))
+    cs.store(name="bench_schema", node=_schema(BenchAppConfig))
+    cs.store(group="schema", name="bench", node=_schema(BenchConfig))
     for section, field in EngineSections.__dataclass_fields__.items():
         cs.store(group="schema", name=section, node=_schema(field.default_factory))  # type: ignore[misc]
 

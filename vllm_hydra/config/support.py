@@ -9,25 +9,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from vllm_hydra.config.compilation import CompilationMode
 from vllm_hydra.config.errors import ConfigError
-from vllm_hydra.config.parallel import DistributedBackend
 from vllm_hydra.config.speculative import SpeculativeMethod
 from vllm_hydra.config.vllm import VllmConfig
 
 # (is the setting in use?, what to tell the user)
 _NOT_BUILT: tuple[tuple[Callable[[VllmConfig], bool], str], ...] = (
     (
-        lambda c: c.parallel.tp > 1 or c.parallel.pp > 1,
-        "parallel.tp/parallel.pp > 1: tensor and pipeline parallelism are not built yet. "
-        "Use parallel.tp=1 parallel.pp=1.",
-    ),
-    (
         lambda c: c.parallel.dp > 1,
         "parallel.dp > 1: data parallelism is not built yet. Use parallel.dp=1.",
     ),
     (
-        lambda c: c.parallel.backend is DistributedBackend.ray or c.parallel.nnodes > 1,
-        "parallel.backend=ray / parallel.nnodes > 1: multi-node serving is not built yet.",
+        lambda c: c.compilation.mode is not CompilationMode.none and c.parallel.world_size > 1,
+        "compilation.mode with parallel.tp/parallel.pp > 1: compiling a sharded model or "
+        "capturing its graphs is not built yet. Use compilation=none with tp/pp > 1.",
     ),
     (
         lambda c: c.lora.enabled,

@@ -49,8 +49,9 @@ class CachedRequestData:
     req_ids: list[str] = field(default_factory=list)
     # Always False: a resumed request is sent as a NewRequestData instead.
     resumed_from_preemption: list[bool] = field(default_factory=list)
-    # Only filled for resumed requests (the full token list), so always empty lists here: the
-    # runner appends the tokens it sampled itself.
+    # Empty lists unless pipeline parallel: the runner appends the tokens it sampled itself.
+    # With pp > 1 the stages before the last do not sample, so each entry holds the tokens this
+    # step computes (from num_computed_tokens on), as vLLM sends them.
     new_token_ids: list[list[int]] = field(default_factory=list)
     # Block ids appended to the request's block table this step; None when none were.
     new_block_ids: list[list[int] | None] = field(default_factory=list)

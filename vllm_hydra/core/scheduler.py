@@ -78,6 +78,8 @@ class Scheduler:
         self.num_finished_requests = 0
         # Record QUEUED/SCHEDULED/PREEMPTED events for the frontend's latency metrics.
         self.log_stats = vllm_config.observability.collect_stats
+        # Pipeline stages before the last never sample, so they get the tokens to compute.
+        self.send_token_ids = vllm_config.parallel.pp > 1
 
     # ---- requests in and out ----
 
@@ -300,10 +302,16 @@ class Scheduler:
         for request in plan.running_reqs:
             data.req_ids.append(request.request_id)
             data.resumed_from_preemption.append(False)
-            data.new_token_ids.append([])
+            data.new_token_ids.append(self._token_ids_to_compute(request, plan))
             data.new_block_ids.append(plan.new_block_ids[request.request_id] or None)
             data.num_computed_tokens.append(request.num_computed_tokens)
         return data
+
+    def _token_ids_to_compute(self, request: Request, plan: _StepPlan) -> list[int]:
+        if not self.send_token_ids:
+            return []
+        start = request.num_computed_tokens
+        return request.all_token_ids[start : start + plan.num_scheduled_tokens[request.request_id]]
 
     # ---- results ----
 

@@ -2,6 +2,8 @@
 
 `step()` schedules, executes and updates once. The KV cache is sized before the scheduler is
 built: the executor reports the bytes it can spare per rank, and that many blocks are allocated.
+With pipeline parallelism the executor runs `pp` steps at once, and `step_with_batch_queue`
+keeps that many batches in flight so every stage has work (`step_fn` picks one of the two).
 
 `EngineCoreProc` runs an EngineCore in its own process (`run_engine_core` is the spawn target):
 an input thread reads ZMQ frames into a queue, the main thread steps while there is work and
@@ -19,6 +21,8 @@ import sys
 import threading
 import time
 import traceback
+from collections import deque
+from concurrent.futures import Future
 from typing import Any
 
 import msgspec
@@ -29,6 +33,7 @@ from vllm_hydra.config.errors import ConfigError
 from vllm_hydra.config.memory_plan import plan_memory
 from vllm_hydra.config.vllm import VllmConfig
 from vllm_hydra.core.request import Request, RequestStatus
+from vllm_hydra.core.sched_output import SchedulerOutput
 from vllm_hydra.core.scheduler import Scheduler
 from vllm_hydra.engine.messages import (
     ENGINE_CORE_DEAD,
@@ -43,6 +48,7 @@ from vllm_hydra.engine.messages import (
 )
 from vllm_hydra.executor.abstract import Executor
 from vllm_hydra.metrics.stats import SchedulerStats
+from vllm_hydra.outputs import ModelRunnerOutput
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +67,10 @@ class EngineCore:
         self.model_executor = executor_class(vllm_config)
         self.num_gpu_blocks = self._initialize_kv_caches()
         self.scheduler = Scheduler(vllm_config, self.num_gpu_blocks)
+        self.batch_queue_size = self.model_executor.max_concurrent_batches
+        # Batches in flight, newest first: (output future, what was scheduled).
+        self.batch_queue: deque[tuple[Future[ModelRunnerOutput], SchedulerOutput]] = deque()
+        self.step_fn = self.step if self.batch_queue_size == 1 else self.step_with_batch_queue
 
     def _initialize_kv_caches(self) -> int:
         start = time.perf_counter()
@@ -95,7 +105,7 @@ class EngineCore:
         self.scheduler.finish_requests(request_ids, RequestStatus.FINISHED_ABORTED)
 
     def has_unfinished_requests(self) -> bool:
-        return self.scheduler.has_unfinished_requests()
+        return self.scheduler.has_unfinished_requests() or bool(self.batch_queue)
 
     def step(self) -> EngineCoreOutputs:
         """Schedule, run and update once; the outputs of every request that moved."""
@@ -120,6 +130,34 @@ class EngineCore:
         stats.engine_index = self.engine_index
         return stats
 
+    def step_with_batch_queue(self) -> EngineCoreOutputs:
+        """Launch a new batch if the queue has room; collect the oldest when it is full, when
+        nothing new can be scheduled, or when it has finished (vLLM's step_with_batch_queue).
+
+        The scheduler advances num_computed_tokens when it schedules, so a request whose step
+        is in flight gets no tokens in the next batch until its output is in."""
+        if len(self.batch_queue) < self.batch_queue_size and self._schedule_batch():
+            oldest = self.batch_queue[-1][0]
+            if len(self.batch_queue) < self.batch_queue_size and not oldest.done():
+                return EngineCoreOutputs(engine_index=self.engine_index, timestamp=time.monotonic())
+        if not self.batch_queue:
+            return EngineCoreOutputs(engine_index=self.engine_index, timestamp=time.monotonic())
+        future, scheduler_output = self.batch_queue.pop()
+        outputs = self.scheduler.update_from_output(scheduler_output, future.result())
+        return self._make_outputs(outputs)
+
+    def _schedule_batch(self) -> bool:
+        """Schedule and launch one batch without waiting for it; False if nothing ran."""
+        if not self.scheduler.has_unfinished_requests():
+            return False
+        scheduler_output = self.scheduler.schedule()
+        # A batch with no tokens still tells the runners which requests finished.
+        if not (scheduler_output.total_num_scheduled_tokens or scheduler_output.finished_req_ids):
+            return False
+        future = self.model_executor.execute_model(scheduler_output, non_block=True)
+        self.batch_queue.appendleft((future, scheduler_output))  # type: ignore[arg-type]
+        return scheduler_output.total_num_scheduled_tokens > 0
+
     def shutdown(self) -> None:
         self.model_executor.shutdown()
 
@@ -140,6 +178,7 @@ SEND_LINGER_MS = 4000
 
 _WAKEUP = (None, None)  # an input-queue item that only wakes the busy loop
 _IO_FAILED = "IO_FAILED"  # an input-queue item: an IO thread died of this exception
+_EXECUTOR_FAILED = "EXECUTOR_FAILED"  # an input-queue item: a worker died
 _DECODERS = {
     EngineCoreRequestType.ADD: msgspec.msgpack.Decoder(EngineCoreRequest),
     EngineCoreRequestType.ABORT: msgspec.msgpack.Decoder(list[str]),
@@ -162,6 +201,7 @@ class EngineCoreProc(EngineCore):
             addresses = self._say_hello(handshake)
             self._build_engine(vllm_config, handshake)
             self._start_io_threads(addresses)
+            self.model_executor.register_failure_callback(self._on_executor_failed)
             handshake.send(_encode_handshake("READY", self))
         finally:
             handshake.close(linger=SEND_LINGER_MS)
@@ -234,7 +274,7 @@ class EngineCoreProc(EngineCore):
 
     def _process_engine_step(self) -> None:
         if self.has_unfinished_requests():
-            outputs = self.step()
+            outputs = self.step_fn()
             if outputs.outputs or outputs.finished_requests or outputs.scheduler_stats:
                 self.output_queue.put(outputs)
             self.stats_stale = False
@@ -246,6 +286,8 @@ class EngineCoreProc(EngineCore):
     def _handle_client_request(self, request_type: Any, body: Any) -> None:
         if request_type == _IO_FAILED:
             raise RuntimeError("An engine IO thread failed.") from body
+        if request_type == _EXECUTOR_FAILED:
+            raise RuntimeError("Executor failed: a worker died (see above).")
         if request_type == EngineCoreRequestType.ADD:
             self.add_request(body)
         elif request_type == EngineCoreRequestType.ABORT:
@@ -260,6 +302,10 @@ class EngineCoreProc(EngineCore):
             return UtilityOutput(call.call_id, result=method(*call.args))
         except Exception as exc:  # a bad call fails the caller, not the engine
             return UtilityOutput(call.call_id, failure_message=f"{type(exc).__name__}: {exc}")
+
+    def _on_executor_failed(self) -> None:
+        """A worker died (monitor thread): wake the busy loop so the engine dies now."""
+        self.input_queue.put((_EXECUTOR_FAILED, None))
 
     def request_shutdown(self) -> None:
         self.shutdown_requested = True

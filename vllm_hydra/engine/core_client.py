@@ -66,7 +66,7 @@ class InprocClient:
             self.engine_core.abort_requests(request_ids)
 
     def get_output(self) -> EngineCoreOutputs:
-        return self.engine_core.step()
+        return self.engine_core.step_fn()
 
     def call_utility(self, method_name: str, *args: Any) -> Any:
         return getattr(self.engine_core, method_name)(*args)

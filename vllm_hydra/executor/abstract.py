@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from concurrent.futures import Future
 
 from vllm_hydra.config.parallel import DistributedBackend
 from vllm_hydra.config.vllm import VllmConfig
@@ -22,7 +24,15 @@ class Executor(ABC):
             from vllm_hydra.executor.uniproc import UniProcExecutor
 
             return UniProcExecutor
-        raise NotImplementedError(f"parallel.backend={backend.value} is not built yet")
+        if backend is DistributedBackend.mp:
+            from vllm_hydra.executor.multiproc import MultiprocExecutor
+
+            return MultiprocExecutor
+        if backend is DistributedBackend.ray:
+            from vllm_hydra.executor.ray import RayExecutor
+
+            return RayExecutor
+        raise ValueError(f"parallel.backend={backend.value} must be resolved first")
 
     @abstractmethod
     def _init_executor(self) -> None:
@@ -40,7 +50,19 @@ class Executor(ABC):
         """Allocate `num_blocks` KV blocks on every rank."""
 
     @abstractmethod
-    def execute_model(self, scheduler_output: SchedulerOutput) -> ModelRunnerOutput: ...
+    def execute_model(
+        self, scheduler_output: SchedulerOutput, non_block: bool = False
+    ) -> ModelRunnerOutput | Future[ModelRunnerOutput]:
+        """Run one step; with `non_block` return a Future at once (for the batch queue)."""
+
+    @property
+    def max_concurrent_batches(self) -> int:
+        """Steps that may be in flight at once: the EngineCore's batch queue size."""
+        return 1
+
+    def register_failure_callback(self, callback: Callable[[], None]) -> None:  # noqa: B027
+        """Call `callback` (from any thread) once the workers fail; in-process workers cannot
+        fail apart from the engine, so the default never calls it."""
 
     @abstractmethod
     def shutdown(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Future
+
 from vllm_hydra.core.sched_output import SchedulerOutput
 from vllm_hydra.executor.abstract import Executor
 from vllm_hydra.outputs import ModelRunnerOutput
@@ -23,8 +25,15 @@ class UniProcExecutor(Executor):
     def initialize_from_config(self, num_blocks: int) -> None:
         self.worker.initialize_from_config(num_blocks)
 
-    def execute_model(self, scheduler_output: SchedulerOutput) -> ModelRunnerOutput:
-        return self.worker.execute_model(scheduler_output)
+    def execute_model(
+        self, scheduler_output: SchedulerOutput, non_block: bool = False
+    ) -> ModelRunnerOutput | Future[ModelRunnerOutput]:
+        output = self.worker.execute_model(scheduler_output)
+        if not non_block:
+            return output
+        future: Future[ModelRunnerOutput] = Future()
+        future.set_result(output)
+        return future
 
     def shutdown(self) -> None:
         """The worker lives in this process: nothing to stop."""

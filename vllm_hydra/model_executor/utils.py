@@ -22,15 +22,46 @@ def set_weight_attrs(param: torch.Tensor, attrs: dict[str, Any]) -> None:
         setattr(param, key, value)
 
 
-def copy_weight(dst: torch.Tensor, src: torch.Tensor) -> None:
+class LazyWeight:
+    """A checkpoint tensor not read yet (a safetensors slice): `narrow` and indexing read only
+    the bytes of the part asked for, so a tensor-parallel rank never reads the other shards."""
+
+    def __init__(self, safe_slice: Any) -> None:
+        self._slice = safe_slice
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size(self._slice.get_shape())
+
+    def narrow(self, dim: int, start: int, length: int) -> torch.Tensor:
+        index = (slice(None),) * dim + (slice(start, start + length),)
+        return self._slice[index]
+
+    def __getitem__(self, index: Any) -> torch.Tensor:
+        return self._slice[index]
+
+    def materialize(self) -> torch.Tensor:
+        """The whole tensor (for parameters every rank holds in full)."""
+        return self._slice[:] if len(self.shape) else self._slice[...]
+
+
+# A checkpoint tensor as the weight loaders receive it.
+Weight = torch.Tensor | LazyWeight
+
+
+def as_tensor(weight: Weight) -> torch.Tensor:
+    return weight.materialize() if isinstance(weight, LazyWeight) else weight
+
+
+def copy_weight(dst: torch.Tensor, src: Weight) -> None:
     """Copy a checkpoint tensor into a parameter (slice), casting dtype, checking the shape."""
     if tuple(dst.shape) != tuple(src.shape):
         raise WeightShapeError(tuple(dst.shape), tuple(src.shape))
-    dst.copy_(src)
+    dst.copy_(as_tensor(src))
 
 
-def shard(loaded: torch.Tensor, dim: int, rank: int, world_size: int) -> torch.Tensor:
-    """This rank's equal slice of a full checkpoint tensor along `dim`.
+def shard(loaded: Weight, dim: int, rank: int, world_size: int) -> Weight:
+    """This rank's equal slice of a full checkpoint tensor along `dim` (read lazily).
 
     A wrong-sized checkpoint tensor gives a wrong-sized slice, which `copy_weight` reports.
     """

@@ -3,6 +3,11 @@
 It keeps each request's tokens, blocks and RNG between steps (the scheduler sends only what
 changed), flattens the step into one batch of prefills and decodes, runs the model over the
 paged KV cache, samples, and computes logprobs.
+
+Under pipeline parallelism a stage runs only its layers: it receives the residual stream from
+the previous stage, sends its own to the next, and only the last stage computes logits and
+samples. Stages before the last learn each request's sampled tokens from the scheduler
+(`CachedRequestData.new_token_ids`).
 """
 
 from __future__ import annotations
@@ -20,12 +25,15 @@ from vllm_hydra.config.compilation import CompilationMode
 from vllm_hydra.config.memory_plan import kv_heads_per_rank
 from vllm_hydra.config.vllm import VllmConfig
 from vllm_hydra.core.sched_output import SchedulerOutput
+from vllm_hydra.distributed.parallel_state import get_pp_group
+from vllm_hydra.distributed.utils import get_pp_indices
 from vllm_hydra.model_executor.model_loader import get_model
 from vllm_hydra.outputs import LogprobsTensors, ModelRunnerOutput
 from vllm_hydra.sample.logprobs import compute_logprobs, gather_logprobs
 from vllm_hydra.sample.metadata import SamplingMetadata
 from vllm_hydra.sample.sampler import Sampler
 from vllm_hydra.sampling_params import SamplingParams
+from vllm_hydra.sequence import IntermediateTensors
 from vllm_hydra.worker.model_inputs import ModelInputs, prepare_inputs
 from vllm_hydra.worker.request_state import CachedRequestState
 
@@ -99,7 +107,10 @@ class ModelRunner:
         )
 
     def num_layers(self) -> int:
-        return self.config.arch.num_hidden_layers
+        """Layers on this pipeline stage (all of them without pipeline parallelism)."""
+        pp = get_pp_group()
+        start, end = get_pp_indices(self.config.arch.num_hidden_layers, pp.rank, pp.world_size)
+        return end - start
 
     def kv_cache_bytes_per_block(self) -> int:
         """Bytes one block takes over all layers of this rank."""
@@ -128,9 +139,11 @@ class ModelRunner:
             "profile", [0] * num_tokens, PROFILE_PARAMS, None, list(range(num_blocks)), 0, None
         )
         inputs = prepare_inputs([state], [num_tokens], self.block_size, self.device)
-        hidden = self._forward(inputs)
-        num_seqs = self.config.scheduler.max_num_seqs
-        self._model().compute_logits(hidden[-num_seqs:])
+        received = None if get_pp_group().is_first_rank else self._empty_intermediate(num_tokens)
+        hidden = self._forward(inputs, received)
+        if isinstance(hidden, torch.Tensor):
+            num_seqs = self.config.scheduler.max_num_seqs
+            self._model().compute_logits(hidden[-num_seqs:])
         self.kv_caches = saved
 
     # ---- one step ----
@@ -144,7 +157,10 @@ class ModelRunner:
         states = [self.requests[r] for r in req_ids]
         query_lens = [scheduler_output.num_scheduled_tokens[r] for r in req_ids]
         inputs = prepare_inputs(states, query_lens, self.block_size, self.device)
-        hidden = self._forward(inputs)
+        hidden = self._forward(inputs, self._recv_intermediate(inputs))
+        if isinstance(hidden, IntermediateTensors):  # a stage before the last
+            get_pp_group().send(hidden.as_list())
+            return ModelRunnerOutput(req_ids, {r: i for i, r in enumerate(req_ids)}, [])
         prompt_logprobs = self._prompt_logprobs(hidden, inputs)
         sampled, logprobs = self._sample(hidden, inputs)
         sampled_lists = [sampled.get(r, []) for r in req_ids]
@@ -171,14 +187,33 @@ class ModelRunner:
             state.num_computed_tokens = cached.num_computed_tokens[i]
             if cached.new_block_ids[i]:
                 state.block_ids.extend(cached.new_block_ids[i] or [])
+            if cached.new_token_ids and cached.new_token_ids[i]:
+                state.set_token_ids(state.num_computed_tokens, cached.new_token_ids[i])
 
-    def _forward(self, inputs: ModelInputs) -> torch.Tensor:
+    def _forward(
+        self, inputs: ModelInputs, intermediate: IntermediateTensors | None = None
+    ) -> torch.Tensor | IntermediateTensors:
         meta = inputs.attn_metadata
         graphs = self.cudagraph_runner
-        if graphs is not None and graphs.padded_size(meta) is not None:
+        if graphs is not None and intermediate is None and graphs.padded_size(meta) is not None:
             return graphs.run(inputs.input_ids, inputs.positions, meta)
         forward = self.model_forward if self.model_forward is not None else self._model()
-        return forward(inputs.input_ids, inputs.positions, self.kv_caches, meta)
+        return forward(inputs.input_ids, inputs.positions, self.kv_caches, meta, intermediate)
+
+    def _empty_intermediate(self, num_tokens: int) -> IntermediateTensors:
+        dtype = TORCH_DTYPES[self.config.model.dtype.value]
+        return IntermediateTensors.empty(
+            num_tokens, self.config.arch.hidden_size, dtype, self.device
+        )
+
+    def _recv_intermediate(self, inputs: ModelInputs) -> IntermediateTensors | None:
+        """The previous stage's residual stream for this step (None on the first stage)."""
+        pp = get_pp_group()
+        if pp.is_first_rank:
+            return None
+        received = self._empty_intermediate(inputs.attn_metadata.num_actual_tokens)
+        pp.recv(received.as_list())
+        return received
 
     def _sample(
         self, hidden: torch.Tensor, inputs: ModelInputs

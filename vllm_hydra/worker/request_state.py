@@ -48,6 +48,18 @@ class CachedRequestState:
     def num_tokens(self) -> int:
         return len(self.prompt_token_ids) + len(self.output_token_ids)
 
+    def set_token_ids(self, start: int, token_ids: list[int]) -> None:
+        """Write tokens [start, start + len) of prompt + outputs, as the scheduler knows them
+        (a pipeline stage that does not sample learns its requests' outputs this way)."""
+        for position, token_id in enumerate(token_ids, start):
+            index = position - len(self.prompt_token_ids)
+            if index < 0:
+                continue  # a prompt token: known since the request arrived
+            if index < len(self.output_token_ids):
+                self.output_token_ids[index] = token_id
+            else:
+                self.output_token_ids.append(token_id)
+
     def token_ids(self, start: int, end: int) -> list[int]:
         """Tokens [start, end) of prompt + outputs."""
         num_prompt = len(self.prompt_token_ids)

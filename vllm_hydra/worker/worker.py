@@ -10,6 +10,10 @@ from vllm_hydra.config.device import DeviceType
 from vllm_hydra.config.memory_plan import GIB
 from vllm_hydra.config.vllm import VllmConfig
 from vllm_hydra.core.sched_output import SchedulerOutput
+from vllm_hydra.distributed.parallel_state import (
+    init_distributed_environment,
+    initialize_model_parallel,
+)
 from vllm_hydra.outputs import ModelRunnerOutput
 from vllm_hydra.worker.model_runner import ModelRunner
 
@@ -17,10 +21,20 @@ logger = logging.getLogger(__name__)
 
 
 class Worker:
-    def __init__(self, vllm_config: VllmConfig, rank: int = 0, local_rank: int = 0) -> None:
+    """One rank. `rank` is global within its engine (pp_rank * tp + tp_rank); `local_rank`
+    picks the CUDA device; `distributed_init_method` (tcp://host:port) joins the others."""
+
+    def __init__(
+        self,
+        vllm_config: VllmConfig,
+        rank: int = 0,
+        local_rank: int = 0,
+        distributed_init_method: str | None = None,
+    ) -> None:
         self.config = vllm_config
         self.rank = rank
         self.local_rank = local_rank
+        self.distributed_init_method = distributed_init_method
         self.device = torch.device("cpu")
         self.model_runner: ModelRunner | None = None
 
@@ -28,12 +42,21 @@ class Worker:
         if self.config.device.type is DeviceType.cuda:
             self.device = torch.device("cuda", self.local_rank)
             torch.cuda.set_device(self.device)
+        # Every rank seeds alike, so tensor-parallel ranks sample the same tokens.
         torch.manual_seed(self.config.model.seed)
         self.init_distributed_environment()
         self.model_runner = ModelRunner(self.config, self.device)
 
     def init_distributed_environment(self) -> None:
-        """World size 1: nothing to join. Tensor and pipeline parallelism plug in here."""
+        """Join the engine's workers (gloo on CPU, nccl on CUDA) and build the tp/pp groups."""
+        parallel = self.config.parallel
+        if parallel.world_size > 1:
+            assert self.distributed_init_method is not None, "the executor passes one"
+            backend = "nccl" if self.device.type == "cuda" else "gloo"
+            init_distributed_environment(
+                parallel.world_size, self.rank, self.distributed_init_method, backend
+            )
+        initialize_model_parallel(parallel.tp, parallel.pp, self.rank)
 
     def load_model(self) -> None:
         self._runner().load_model()

@@ -96,7 +96,7 @@ class RemoteServer:
         """The spawned EngineCore process (not multiprocessing's resource tracker)."""
         engines = [
             p
-            for p in self.descendants()
+            for p in psutil.Process(self.proc.pid).children()  # workers are its children
             if "spawn_main" in " ".join(p.cmdline())
             and "resource_tracker" not in " ".join(p.cmdline())
         ]

@@ -18,7 +18,7 @@ from vllm_hydra.distributed.parallel_state import (
     tensor_model_parallel_all_gather,
     tensor_model_parallel_all_reduce,
 )
-from vllm_hydra.model_executor.utils import copy_weight, set_weight_attrs, shard
+from vllm_hydra.model_executor.utils import as_tensor, copy_weight, set_weight_attrs, shard
 
 
 def divide(numerator: int, denominator: int, what: str) -> int:
@@ -107,6 +107,7 @@ class MergedColumnParallelLinear(ColumnParallelLinear):
     def _load_fused(self, param: nn.Parameter, loaded_weight: torch.Tensor) -> None:
         if loaded_weight.shape[0] != self.output_size:
             copy_weight(param.data, loaded_weight)  # raises, naming both shapes
+        loaded_weight = as_tensor(loaded_weight)
         for shard_id, part in enumerate(loaded_weight.split(self.output_sizes, dim=0)):
             self.weight_loader(param, part, shard_id)
 
@@ -171,6 +172,7 @@ class QKVParallelLinear(ColumnParallelLinear):
         kv = self.total_num_kv_heads * self.head_size
         if loaded_weight.shape[0] != q + 2 * kv:
             copy_weight(param.data, loaded_weight)  # raises, naming both shapes
+        loaded_weight = as_tensor(loaded_weight)
         for shard_id, part in zip("qkv", loaded_weight.split([q, kv, kv], dim=0), strict=True):
             self.weight_loader(param, part, shard_id)
 

@@ -12,6 +12,7 @@ from torch import nn
 
 from vllm_hydra.model_executor.layers.layernorm import RMSNorm
 from vllm_hydra.model_executor.model_loader.errors import ModelLoadError
+from vllm_hydra.model_executor.utils import LazyWeight
 
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 
@@ -40,14 +41,16 @@ def safetensors_weight_files(model_dir: Path) -> list[Path]:
 
 def safetensors_weights_iterator(
     files: list[Path], seen: dict[str, Path]
-) -> Iterator[tuple[str, torch.Tensor]]:
-    """Yield (name, CPU tensor) from each file; records name -> file in `seen` as it goes."""
+) -> Iterator[tuple[str, LazyWeight]]:
+    """Yield (name, lazy CPU tensor) from each file; records name -> file in `seen` as it goes.
+
+    Nothing is read until a weight loader asks for its rank's part (`LazyWeight`)."""
     for path in files:
         try:
             with safe_open(str(path), framework="pt", device="cpu") as f:
                 for name in f.keys():  # noqa: SIM118 (a safe_open handle is not a dict)
                     seen[name] = path
-                    yield name, f.get_tensor(name)
+                    yield name, LazyWeight(f.get_slice(name))
         except ModelLoadError:
             raise
         except Exception as e:  # safetensors raises its own error types for a bad file

@@ -4,6 +4,11 @@ The Qwen2 and Qwen3 models reuse these modules; they differ only in the attentio
 Qwen3's per-head q/k RMSNorm, and the sliding window, all described by `AttentionLayout`.
 Parameter names follow the Hugging Face checkpoints with q/k/v fused into qkv_proj and
 gate/up into gate_up_proj.
+
+Under pipeline parallelism each stage builds only its own layers (the others are
+`PPMissingLayer`s, so names and indices stay those of the checkpoint): the first stage embeds,
+the last normalises and holds the LM head, and the stages in between pass
+`IntermediateTensors`.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from torch import nn
 
 from vllm_hydra.attention import Attention, AttentionBackend, AttentionMetadata, get_attn_backend
 from vllm_hydra.config import ModelArchConfig, VllmConfig
+from vllm_hydra.distributed.parallel_state import get_pp_group
+from vllm_hydra.distributed.utils import get_pp_indices
 from vllm_hydra.model_executor.layers.activation import SiluAndMul
 from vllm_hydra.model_executor.layers.layernorm import RMSNorm
 from vllm_hydra.model_executor.layers.linear import (
@@ -30,7 +37,12 @@ from vllm_hydra.model_executor.layers.vocab_parallel_embedding import (
     ParallelLMHead,
     VocabParallelEmbedding,
 )
-from vllm_hydra.model_executor.models.utils import StackedParams, load_weights_by_name
+from vllm_hydra.model_executor.models.utils import (
+    PPMissingLayer,
+    StackedParams,
+    load_weights_by_name,
+)
+from vllm_hydra.sequence import IntermediateTensors
 
 
 @dataclass(frozen=True)
@@ -156,12 +168,26 @@ class LlamaModel(nn.Module):
         attn_backend: type[AttentionBackend],
     ) -> None:
         super().__init__()
-        self.embed_tokens = VocabParallelEmbedding(arch.vocab_size, arch.hidden_size)
+        pp = get_pp_group()
+        self.start_layer, self.end_layer = get_pp_indices(
+            arch.num_hidden_layers, pp.rank, pp.world_size
+        )
+        # The last stage keeps the embedding too when the LM head shares its weight.
+        if pp.is_first_rank or (arch.tie_word_embeddings and pp.is_last_rank):
+            self.embed_tokens = VocabParallelEmbedding(arch.vocab_size, arch.hidden_size)
+        else:
+            self.embed_tokens = PPMissingLayer()
         self.layers = nn.ModuleList(
             LlamaDecoderLayer(arch, layout, max_position, attn_backend)
-            for _ in range(arch.num_hidden_layers)
+            if self.start_layer <= i < self.end_layer
+            else PPMissingLayer()
+            for i in range(arch.num_hidden_layers)
         )
-        self.norm = RMSNorm(arch.hidden_size, eps=arch.rms_norm_eps)
+        self.norm = (
+            RMSNorm(arch.hidden_size, eps=arch.rms_norm_eps)
+            if pp.is_last_rank
+            else PPMissingLayer()
+        )
 
     def forward(
         self,
@@ -169,13 +195,21 @@ class LlamaModel(nn.Module):
         positions: torch.Tensor,
         kv_caches: list[torch.Tensor],
         attn_metadata: AttentionMetadata | None,
-    ) -> torch.Tensor:
-        hidden_states, residual = self.embed_tokens(input_ids), None
-        for i, layer in enumerate(self.layers):
-            kv_cache = kv_caches[i] if kv_caches else None  # none in a profiling run
-            hidden_states, residual = layer(
+        intermediate_tensors: IntermediateTensors | None = None,
+    ) -> torch.Tensor | IntermediateTensors:
+        if intermediate_tensors is None:
+            hidden_states, residual = self.embed_tokens(input_ids), None
+        else:
+            hidden_states = intermediate_tensors.hidden_states
+            residual = intermediate_tensors.residual
+        for i in range(self.start_layer, self.end_layer):
+            # kv_caches holds this stage's layers only; none in a profiling run.
+            kv_cache = kv_caches[i - self.start_layer] if kv_caches else None
+            hidden_states, residual = self.layers[i](
                 positions, hidden_states, residual, kv_cache, attn_metadata
             )
+        if not get_pp_group().is_last_rank:
+            return IntermediateTensors(hidden_states, residual)
         hidden_states, _ = self.norm(hidden_states, residual)
         return hidden_states
 
@@ -203,9 +237,12 @@ class LlamaForCausalLM(nn.Module):
         max_position = vllm_config.model.max_model_len or arch.max_position_embeddings
         backend = get_attn_backend(vllm_config.attention.backend)
         self.model = LlamaModel(arch, self.attention_layout(arch), max_position, backend)
-        self.lm_head = ParallelLMHead(arch.vocab_size, arch.hidden_size)
-        if arch.tie_word_embeddings:
-            self.lm_head.tie_weights(self.model.embed_tokens)
+        if get_pp_group().is_last_rank:
+            self.lm_head = ParallelLMHead(arch.vocab_size, arch.hidden_size)
+            if arch.tie_word_embeddings:
+                self.lm_head.tie_weights(self.model.embed_tokens)
+        else:
+            self.lm_head = PPMissingLayer()
         self.logits_processor = LogitsProcessor(arch.vocab_size)
 
     @classmethod
@@ -219,9 +256,11 @@ class LlamaForCausalLM(nn.Module):
         positions: torch.Tensor,
         kv_caches: list[torch.Tensor],
         attn_metadata: AttentionMetadata | None,
-    ) -> torch.Tensor:
-        """input_ids/positions [T] (one flat batch), one KV cache per layer -> hidden [T, H]."""
-        return self.model(input_ids, positions, kv_caches, attn_metadata)
+        intermediate_tensors: IntermediateTensors | None = None,
+    ) -> torch.Tensor | IntermediateTensors:
+        """input_ids/positions [T] (one flat batch), one KV cache per layer of this stage ->
+        hidden [T, H] on the last stage, the residual stream for the next stage elsewhere."""
+        return self.model(input_ids, positions, kv_caches, attn_metadata, intermediate_tensors)
 
     def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """Hidden states of the rows that sample [N, H] -> logits [N, vocab] in float32."""

@@ -13,6 +13,17 @@ from vllm_hydra.model_executor.utils import (
     default_weight_loader,
 )
 
+
+class PPMissingLayer(nn.Identity):
+    """A placeholder for a layer that lives on another pipeline stage; it keeps the module
+    indices (and so the parameter names) the same on every stage."""
+
+
+def pp_missing_prefixes(model: nn.Module) -> tuple[str, ...]:
+    """Name prefixes of the modules held by other pipeline stages."""
+    return tuple(f"{n}." for n, m in model.named_modules() if isinstance(m, PPMissingLayer))
+
+
 # (fused param, checkpoint module, shard id): q/k/v -> qkv_proj, gate/up -> gate_up_proj.
 StackedParams = list[tuple[str, str, str | int]]
 
@@ -34,10 +45,12 @@ def load_weights_by_name(
     """Load every (name, tensor) through its parameter's weight_loader.
 
     Returns the parameters loaded in full: a fused parameter counts only once all its shards
-    arrived. Names containing a `skip` substring are ignored. Unknown names and shape
+    arrived. Names containing a `skip` substring, and those of modules on other pipeline
+    stages, are ignored. Unknown names and shape
     mismatches are collected and raised together as CheckpointMismatchError.
     """
     params = dict(model.named_parameters())
+    elsewhere = pp_missing_prefixes(model)
     shards: dict[str, set[str | int | None]] = {}
     unexpected: list[str] = []
     mis_shaped: dict[str, str] = {}
@@ -45,6 +58,8 @@ def load_weights_by_name(
         if any(s in name for s in skip):
             continue
         target, shard_id = _target(name, stacked)
+        if elsewhere and target.startswith(elsewhere):
+            continue  # another pipeline stage loads it
         param = params.get(target)
         if param is None:
             unexpected.append(name)

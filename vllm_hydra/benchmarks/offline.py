@@ -1,0 +1,56 @@
+"""Offline drivers of this engine: throughput (the whole workload at once) and latency (one
+batch, repeated), both through `LLM.generate` with greedy sampling and EOS ignored."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+from vllm_hydra.benchmarks.workloads import BenchRequest
+from vllm_hydra.entrypoints.llm import LLM
+from vllm_hydra.sampling_params import SamplingParams
+
+
+def sampling_params(requests: list[BenchRequest]) -> list[SamplingParams]:
+    return [
+        SamplingParams(temperature=0.0, max_tokens=r.output_len, ignore_eos=True) for r in requests
+    ]
+
+
+def warm_up(llm: LLM, requests: list[BenchRequest]) -> None:
+    """A short untimed generate, so first-call costs stay out of the measurement."""
+    llm.generate([r.prompt_token_ids for r in requests[:2]], SamplingParams(max_tokens=2), False)
+
+
+def run_throughput(llm: LLM, requests: list[BenchRequest], progress: bool) -> float:
+    """Seconds to generate the whole workload; checks every request got its output length."""
+    warm_up(llm, requests)
+    prompts = [r.prompt_token_ids for r in requests]
+    start = time.perf_counter()
+    outputs = llm.generate(prompts, sampling_params(requests), use_tqdm=progress)
+    elapsed = time.perf_counter() - start
+    for request, output in zip(requests, outputs, strict=True):
+        assert len(output.outputs[0].token_ids) == request.output_len
+    return elapsed
+
+
+def run_latency(
+    llm: LLM, batch: list[BenchRequest], num_warmup: int, num_iters: int, progress: bool
+) -> dict[str, float]:
+    """Latency of generating one batch, over num_iters timed runs."""
+    prompts = [r.prompt_token_ids for r in batch]
+    params = sampling_params(batch)
+    for _ in range(num_warmup):
+        llm.generate(prompts, params, use_tqdm=False)
+    latencies = []
+    for _ in tqdm(range(num_iters), desc="latency iterations", disable=not progress):
+        start = time.perf_counter()
+        llm.generate(prompts, params, use_tqdm=False)
+        latencies.append(time.perf_counter() - start)
+    arr = np.asarray(latencies)
+    stats = {"latency_mean_s": float(arr.mean())}
+    for p in (10, 50, 90, 99):
+        stats[f"latency_p{p}_s"] = float(np.percentile(arr, p))
+    return stats
