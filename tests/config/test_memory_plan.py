@@ -48,3 +48,17 @@ def test_num_blocks_override_wins(write_checkpoint) -> None:
     plan = plan_memory(config)
     assert plan.num_blocks == 200
     assert plan.budget_key == "cache.num_blocks_override"
+
+
+def test_every_dp_engine_has_its_own_kv_cache(write_checkpoint) -> None:
+    ckpt = write_checkpoint()
+    overrides = [f"model.path={ckpt}", "device=cpu", "cache.kv_cache_memory_gib=1"]
+    single = plan_memory(compose_config(overrides))
+    plan = plan_memory(compose_config([*overrides, "parallel.dp=2"]))
+    assert plan.kv_budget_bytes == single.kv_budget_bytes == GIB  # the budget is per engine
+    assert plan.num_blocks == single.num_blocks
+    row = "data-parallel engines (parallel.dp=2)"
+    assert row in plan.describe() and row not in single.describe()
+    assert f"2 x the above: 2.00 GiB KV cache, {2 * plan.kv_cache_tokens:,} tokens" in (
+        plan.describe()
+    )

@@ -21,7 +21,6 @@ def test_tensor_and_pipeline_parallelism_are_supported() -> None:
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        (["parallel.dp=2"], "data parallelism is not built yet"),
         (["parallel.tp=2", "compilation=torch_compile"], "compiling a sharded model"),
         (["lora=enabled"], "LoRA adapters are not built yet"),
         (["speculative=ngram"], "speculative decoding is not built yet"),

@@ -9,7 +9,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.distributed.conftest import Completion, generate
+from tests.distributed.conftest import ENGINE_OVERRIDES, Completion, generate, prompts
+from vllm_hydra import LLM, SamplingParams
 
 LAYOUTS = {
     "tp2": ["parallel.tp=2"],
@@ -30,3 +31,23 @@ def test_parallel_greedy_tokens_match_tp1(
     assert generate(parallel_checkpoints[kind], *LAYOUTS[layout]) == reference[kind]
     leftover = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
     assert not [p for p in leftover if "resource_tracker" not in " ".join(p.cmdline())]
+
+
+def test_pipeline_batch_queue_survives_preemption(parallel_checkpoints: dict[str, Path]) -> None:
+    """pp=2 keeps two batches in flight; with 12 KV blocks requests are preempted while an
+    earlier batch that holds them is still running, and the tokens stay those of pp=1."""
+    # 8 usable blocks: 128 tokens, one max_model_len request, half of what the batch needs.
+    tight = ("cache.num_blocks_override=9", "cache.enable_prefix_caching=false")
+    params = SamplingParams(temperature=0.0, max_tokens=40, ignore_eos=True)
+    llama = parallel_checkpoints["llama"]
+    tokens, stats = {}, {}
+    for name, layout in (("pp1", ()), ("pp2", ("parallel.pp=2",))):
+        llm = LLM([f"model.path={llama}", *ENGINE_OVERRIDES, *tight, *layout])
+        try:
+            outputs = llm.generate(prompts(), params, use_tqdm=False)
+            stats[name] = llm.engine_core.call_utility("get_stats")
+        finally:
+            llm.engine_core.shutdown()
+        tokens[name] = [o.outputs[0].token_ids for o in outputs]
+    assert stats["pp2"]["num_preemptions"] > 0
+    assert tokens["pp2"] == tokens["pp1"]

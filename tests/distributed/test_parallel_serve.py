@@ -23,10 +23,21 @@ SERVER_OVERRIDES = (
 )
 
 
+# Up to five processes start on two shared cores: allow more than RemoteServer's default.
+STARTUP_TIMEOUT_S = 300.0
+
+
 def start_server(run_dir: Path, checkpoint: Path, *parallel: str) -> RemoteServer:
-    return RemoteServer(
-        run_dir, f"model.path={checkpoint}", "model.name=tiny-test", *SERVER_OVERRIDES, *parallel
+    server = RemoteServer(
+        run_dir,
+        f"model.path={checkpoint}",
+        "model.name=tiny-test",
+        *SERVER_OVERRIDES,
+        *parallel,
+        wait=False,
     )
+    server.wait_until_healthy(STARTUP_TIMEOUT_S)
+    return server
 
 
 def completions(server: RemoteServer) -> list[str]:

@@ -14,7 +14,7 @@ from tests.model_factory import write_random_checkpoint
 from vllm_hydra.config.compose import compose_config
 from vllm_hydra.config.vllm import VllmConfig
 from vllm_hydra.engine import launch
-from vllm_hydra.engine.core_client import SyncMPClient
+from vllm_hydra.engine.core_client import SyncMPClient, make_sync_mp_client
 from vllm_hydra.engine.exceptions import EngineStartupError
 
 MISSING = "model.layers.1.mlp.down_proj.weight"
@@ -54,3 +54,16 @@ def test_an_engine_that_is_never_ready_is_stopped(
     with pytest.raises(EngineStartupError, match=r"not ready after 0\.05 s"):
         SyncMPClient(tiny_config)
     assert child_pids() <= before
+
+
+def test_a_dp_engine_that_fails_to_start_stops_them_all(broken_checkpoint: Path) -> None:
+    config = compose_config(
+        [f"model.path={broken_checkpoint}", "model.dtype=float32", "device=cpu", "parallel.dp=2"]
+    )
+    before = child_pids()
+    with pytest.raises(EngineStartupError) as err:
+        make_sync_mp_client(config)
+    message = str(err.value)
+    assert "Engine core initialization failed (engine " in message
+    assert "ModelLoadError" in message and MISSING in message
+    assert child_pids() <= before  # the other engine and the coordinator are stopped too

@@ -26,8 +26,8 @@ class CacheConfig:
     # Fraction of each GPU's memory the engine may use (weights + activations + KV cache).
     # Unset: DEFAULT_GPU_MEMORY_UTILIZATION on CUDA; refused on CPU, where it would do nothing.
     memory_utilization: float | None = None
-    # An explicit KV cache size in GiB per device. Skips the utilization-based sizing; the CPU
-    # default is DEFAULT_CPU_KV_CACHE_GIB.
+    # An explicit KV cache size in GiB per device (per rank: every dp engine has its own).
+    # Skips the utilization-based sizing; the CPU default is DEFAULT_CPU_KV_CACHE_GIB.
     kv_cache_memory_gib: float | None = None
     cache_dtype: CacheDType = CacheDType.auto
     enable_prefix_caching: bool = True

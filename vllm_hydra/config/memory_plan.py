@@ -34,6 +34,9 @@ class MemoryPlan:
     max_model_len: int
     budget_key: str  # the config key that sets kv_budget_bytes
     assumed_device_memory: bool = False
+    # Data-parallel engines: each has its own weights and its own KV cache of this plan's size
+    # (cache.kv_cache_memory_gib and num_blocks_override are per engine, per rank).
+    dp: int = 1
 
     @property
     def kv_bytes_per_block(self) -> int:
@@ -71,6 +74,15 @@ class MemoryPlan:
                 f"{self.max_concurrency:.2f}x",
             ),
         ]
+        if self.dp > 1:
+            rows.append(
+                (
+                    f"data-parallel engines (parallel.dp={self.dp})",
+                    f"{self.dp} x the above: {_gib(self.dp * self.kv_budget_bytes)} KV cache, "
+                    f"{self.dp * self.kv_cache_tokens:,} tokens, "
+                    f"{self.dp * self.max_concurrency:.2f}x concurrency in all",
+                )
+            )
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
 
@@ -105,6 +117,7 @@ def plan_memory(config: VllmConfig) -> MemoryPlan:
         max_model_len=_max_model_len(config),
         budget_key=budget_key,
         assumed_device_memory=assumed,
+        dp=config.parallel.dp,
     )
 
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from vllm_hydra.config.support import check_supported
 from vllm_hydra.config.vllm import VllmConfig
-from vllm_hydra.engine.core_client import AsyncMPClient
+from vllm_hydra.engine.core_client import make_async_mp_client
 from vllm_hydra.engine.exceptions import EngineDeadError
 from vllm_hydra.engine.input_processor import InputProcessor
 from vllm_hydra.engine.messages import EngineCoreOutputs, EngineCoreRequest
@@ -51,7 +51,7 @@ class AsyncLLM:
         self.logger_manager = _make_logger_manager(vllm_config)
         self.tracer = _make_tracer(vllm_config)
         self.output_processor = OutputProcessor(self.tokenizer, self.log_stats, self.tracer)
-        self.engine_core = AsyncMPClient(vllm_config)
+        self.engine_core = make_async_mp_client(vllm_config)
         self.num_gpu_blocks = self.engine_core.num_gpu_blocks
         self._collectors: dict[str, RequestOutputCollector] = {}
         self._children: dict[str, list[str]] = {}  # request id -> its engine request ids
@@ -202,13 +202,19 @@ class AsyncLLM:
             self._children.pop(request_id, None)
 
     async def get_stats(self) -> dict[str, Any]:
-        """The engine's scheduler and KV cache stats (num_running, num_waiting,
+        """The engines' scheduler and KV cache stats (num_running, num_waiting,
         kv_cache_usage, num_free_blocks, num_total_blocks, prefix_cache_queries/hits,
-        num_preemptions, num_finished_requests)."""
-        return await self.engine_core.call_utility_async("get_stats")
+        num_preemptions, num_finished_requests) summed over the dp engines (kv_cache_usage
+        averaged), with each engine's own, labelled engine_index, under "engines"."""
+        return aggregate_engine_stats(await self.get_engine_stats())
+
+    async def get_engine_stats(self) -> list[dict[str, Any]]:
+        """Each engine's SchedulerStats, by engine index (each labelled "engine_index")."""
+        return await self.engine_core.call_utility_all_async("get_stats")
 
     async def reset_prefix_cache(self) -> bool:
-        return await self.engine_core.call_utility_async("reset_prefix_cache")
+        results = await self.engine_core.call_utility_all_async("reset_prefix_cache")
+        return all(results)
 
     def shutdown(self) -> None:
         """Stop the output handler and the engine process; in-flight generate()s raise
@@ -241,3 +247,15 @@ def _make_tracer(vllm_config: VllmConfig) -> RequestTracer | None:
     from vllm_hydra.tracing import RequestTracer, init_tracer_provider
 
     return RequestTracer(init_tracer_provider(endpoint), vllm_config.served_model_name)
+
+
+def aggregate_engine_stats(per_engine: list[dict[str, Any]]) -> dict[str, Any]:
+    """One view of all dp engines: counts summed, fractions (kv_cache_usage) averaged; with
+    dp=1 the same numbers as the engine's own."""
+    totals: dict[str, Any] = {}
+    for key, value in per_engine[0].items():
+        if key == "engine_index":
+            continue
+        values = [stats[key] for stats in per_engine]
+        totals[key] = sum(values) / len(values) if isinstance(value, float) else sum(values)
+    return {**totals, "engines": per_engine}

@@ -7,7 +7,10 @@ keeps that many batches in flight so every stage has work (`step_fn` picks one o
 
 `EngineCoreProc` runs an EngineCore in its own process (`run_engine_core` is the spawn target):
 an input thread reads ZMQ frames into a queue, the main thread steps while there is work and
-blocks on the queue when idle, and an output thread writes `EngineCoreOutputs` back.
+blocks on the queue when idle, and an output thread writes `EngineCoreOutputs` back. With data
+parallelism there is one such process per dp rank, each with its own executor; its engine index
+(the dp rank) is its ZMQ identity, labels its outputs and stats, and it tells the
+`DPCoordinator` its (waiting, running) counts whenever they change.
 """
 
 from __future__ import annotations
@@ -26,9 +29,11 @@ from concurrent.futures import Future
 from typing import Any
 
 import msgspec
+import torch
 import zmq
 
 from vllm_hydra.config.checks import check_kv_cache_fits
+from vllm_hydra.config.device import DeviceType
 from vllm_hydra.config.errors import ConfigError
 from vllm_hydra.config.memory_plan import plan_memory
 from vllm_hydra.config.vllm import VllmConfig
@@ -42,10 +47,12 @@ from vllm_hydra.engine.messages import (
     EngineCoreRequest,
     EngineCoreRequestType,
     EngineHandshake,
+    EngineLoad,
     EngineZmqAddresses,
     UtilityOutput,
     UtilityRequest,
 )
+from vllm_hydra.engine.process_utils import exit_when_parent_dies
 from vllm_hydra.executor.abstract import Executor
 from vllm_hydra.metrics.stats import SchedulerStats
 from vllm_hydra.outputs import ModelRunnerOutput
@@ -171,13 +178,12 @@ class EngineCore:
         return self.scheduler.reset_prefix_cache()
 
 
-# How often the engine process checks that its parent is still alive.
-PARENT_POLL_S = 0.5
 # How long the output thread may take to deliver the last frames before the process exits.
 SEND_LINGER_MS = 4000
 
 _WAKEUP = (None, None)  # an input-queue item that only wakes the busy loop
 _IO_FAILED = "IO_FAILED"  # an input-queue item: an IO thread died of this exception
+_STOP_OUTPUT = b"STOP"  # an output-queue item: end the output thread (a clean shutdown)
 _EXECUTOR_FAILED = "EXECUTOR_FAILED"  # an input-queue item: a worker died
 _DECODERS = {
     EngineCoreRequestType.ADD: msgspec.msgpack.Decoder(EngineCoreRequest),
@@ -189,17 +195,21 @@ _DECODERS = {
 class EngineCoreProc(EngineCore):
     """An EngineCore behind ZMQ sockets, in the process `run_engine_core` starts."""
 
-    def __init__(self, vllm_config: VllmConfig, handshake_address: str) -> None:
+    def __init__(
+        self, vllm_config: VllmConfig, handshake_address: str, engine_index: int = 0
+    ) -> None:
         self.input_queue: queue.Queue[tuple[Any, Any]] = queue.Queue()
         self.output_queue: queue.Queue[EngineCoreOutputs | bytes] = queue.Queue()
         self.shutdown_requested = False
         # The frontend's gauges have not seen the scheduler's latest state (e.g. after aborts).
         self.stats_stale = False
         self.ctx = zmq.Context()
-        handshake = _connect(self.ctx, zmq.DEALER, handshake_address)
+        self.identity = engine_identity(engine_index)
+        handshake = _connect(self.ctx, zmq.DEALER, handshake_address, self.identity)
         try:
             addresses = self._say_hello(handshake)
-            self._build_engine(vllm_config, handshake)
+            self._build_engine(vllm_config, handshake, engine_index)
+            self._connect_coordinator(addresses.coordinator_input)
             self._start_io_threads(addresses)
             self.model_executor.register_failure_callback(self._on_executor_failed)
             handshake.send(_encode_handshake("READY", self))
@@ -211,17 +221,27 @@ class EngineCoreProc(EngineCore):
         handshake.send(msgspec.msgpack.encode(EngineHandshake(status="HELLO")))
         return msgspec.msgpack.decode(handshake.recv(), type=EngineZmqAddresses)
 
-    def _build_engine(self, vllm_config: VllmConfig, handshake: zmq.Socket) -> None:
+    def _build_engine(
+        self, vllm_config: VllmConfig, handshake: zmq.Socket, engine_index: int
+    ) -> None:
         """Load the model and size the KV cache; on failure tell the frontend why, then raise."""
         try:
-            super().__init__(vllm_config)
+            super().__init__(vllm_config, engine_index=engine_index)
         except BaseException as exc:
             error = f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}"
             handshake.send(msgspec.msgpack.encode(EngineHandshake(status="FAILED", error=error)))
             raise
 
+    def _connect_coordinator(self, address: str | None) -> None:
+        """dp > 1: a socket for this engine's load, which the busy loop (only) writes."""
+        self.coordinator = None if address is None else _connect(self.ctx, zmq.PUSH, address)
+        if self.coordinator is not None:
+            self.coordinator.setsockopt(zmq.LINGER, 0)  # a stale load is not worth a wait
+        self.load_encoder = msgspec.msgpack.Encoder()
+        self.last_load: tuple[int, int] | None = None
+
     def _start_io_threads(self, addresses: EngineZmqAddresses) -> None:
-        inputs = _connect(self.ctx, zmq.PULL, addresses.inputs)
+        inputs = _connect(self.ctx, zmq.DEALER, addresses.inputs, self.identity)
         outputs = _connect(self.ctx, zmq.PUSH, addresses.outputs)
         threads = [
             threading.Thread(target=self._run_io, args=(target, sock), daemon=True)
@@ -255,8 +275,9 @@ class EngineCoreProc(EngineCore):
         encoder = msgspec.msgpack.Encoder()
         while True:
             item = self.output_queue.get()
-            if isinstance(item, bytes):  # ENGINE_CORE_DEAD
-                sock.send(ENGINE_CORE_DEAD)
+            if isinstance(item, bytes):  # ENGINE_CORE_DEAD, or _STOP_OUTPUT on a clean exit
+                if item == ENGINE_CORE_DEAD:
+                    sock.send(ENGINE_CORE_DEAD)
                 return
             sock.send(encoder.encode(item))
 
@@ -265,6 +286,7 @@ class EngineCoreProc(EngineCore):
         while not self.shutdown_requested:
             self._process_input_queue()
             self._process_engine_step()
+            self._publish_load()
 
     def _process_input_queue(self) -> None:
         if not self.has_unfinished_requests():
@@ -283,6 +305,16 @@ class EngineCoreProc(EngineCore):
             self.output_queue.put(self._make_outputs([]))
             self.stats_stale = False
 
+    def _publish_load(self) -> None:
+        """Tell the DPCoordinator this engine's (waiting, running) counts if they changed."""
+        if self.coordinator is None:
+            return
+        load = (len(self.scheduler.waiting), len(self.scheduler.running))
+        if load != self.last_load:
+            message = EngineLoad(self.engine_index, *load)
+            self.coordinator.send(self.load_encoder.encode(message))
+            self.last_load = load
+
     def _handle_client_request(self, request_type: Any, body: Any) -> None:
         if request_type == _IO_FAILED:
             raise RuntimeError("An engine IO thread failed.") from body
@@ -294,7 +326,10 @@ class EngineCoreProc(EngineCore):
             self.abort_requests(body)
             self.stats_stale = True
         elif request_type == EngineCoreRequestType.UTILITY:
-            self.output_queue.put(EngineCoreOutputs(utility_output=self._call_utility(body)))
+            utility_output = self._call_utility(body)
+            self.output_queue.put(
+                EngineCoreOutputs(engine_index=self.engine_index, utility_output=utility_output)
+            )
 
     def _call_utility(self, call: UtilityRequest) -> UtilityOutput:
         try:
@@ -314,25 +349,42 @@ class EngineCoreProc(EngineCore):
     def send_engine_dead(self) -> None:
         """Tell the frontend this engine is gone. Terminating the context flushes the frame
         (within the sockets' linger), which a plain process exit could drop."""
-        self.output_queue.put(ENGINE_CORE_DEAD)
+        self.close_sockets(ENGINE_CORE_DEAD)
+
+    def close_sockets(self, last_frame: bytes = b"") -> None:
+        """Stop the output thread (after `last_frame`, if any) and terminate the context, so
+        the process exits at once instead of in a garbage-collected context's linger."""
+        self.output_queue.put(last_frame or _STOP_OUTPUT)
         self.output_thread.join(SEND_LINGER_MS / 1000)
+        if self.coordinator is not None:
+            self.coordinator.close(linger=0)
         flush = threading.Thread(target=self.ctx.term, daemon=True)  # the input thread sees ETERM
         flush.start()
         flush.join(SEND_LINGER_MS / 1000 + 1)
 
 
-def run_engine_core(vllm_config: VllmConfig, handshake_address: str, parent_pid: int) -> None:
-    """Entry point of the engine process: handshake, build, serve until told to stop."""
-    _configure_logging()
+def engine_identity(engine_index: int) -> bytes:
+    """An engine's ZMQ identity on the handshake and input sockets: its index (vLLM's)."""
+    return engine_index.to_bytes(2, "little")
+
+
+def run_engine_core(
+    vllm_config: VllmConfig, handshake_address: str, parent_pid: int, engine_index: int = 0
+) -> None:
+    """Entry point of an engine process: handshake, build, serve until told to stop."""
+    _configure_logging(engine_index)
     # Ctrl-C reaches the whole process group; the frontend decides (it may drain requests
     # first) and then stops this process with SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _exit_when_parent_dies(parent_pid)
+    exit_when_parent_dies(parent_pid)
+    _select_dp_devices(vllm_config, engine_index)
+    _share_cpu_cores(vllm_config)
     engine: EngineCoreProc | None = None
     try:
-        engine = EngineCoreProc(vllm_config, handshake_address)
+        engine = EngineCoreProc(vllm_config, handshake_address, engine_index)
         _install_signal_handlers(engine)
         engine.run_busy_loop()
+        engine.close_sockets()
     except Exception:
         if engine is None:
             logger.exception("EngineCore failed to start.")
@@ -343,10 +395,48 @@ def run_engine_core(vllm_config: VllmConfig, handshake_address: str, parent_pid:
     finally:
         if engine is not None:
             engine.shutdown()
+    _exit_now()
 
 
-def _connect(ctx: zmq.Context, socket_type: int, address: str) -> zmq.Socket:
+def _exit_now() -> None:
+    """After a clean shutdown everything is released already; skip the interpreter's teardown
+    (seconds of garbage collection and module finalization with torch loaded), which would
+    make the frontend wait, or SIGKILL engines that seem to ignore SIGTERM."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def _select_dp_devices(vllm_config: VllmConfig, engine_index: int) -> None:
+    """On CUDA, dp rank i owns the i-th group of tp x pp visible devices (before CUDA starts,
+    as vLLM does), so every engine's workers count their devices from 0."""
+    if vllm_config.device.type is not DeviceType.cuda or vllm_config.parallel.dp == 1:
+        return
+    world = vllm_config.parallel.world_size
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    devices = (
+        visible.split(",") if visible else [str(i) for i in range(world * vllm_config.parallel.dp)]
+    )
+    mine = devices[engine_index * world : (engine_index + 1) * world]
+    os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(mine)
+
+
+def _share_cpu_cores(vllm_config: VllmConfig) -> None:
+    """On CPU the dp engines share the cores: each takes its share of torch threads, since
+    oversubscribing them only adds contention (tp/pp worker processes split theirs too)."""
+    if vllm_config.device.type is not DeviceType.cpu or vllm_config.parallel.dp == 1:
+        return
+    ranks = vllm_config.parallel.world_size * vllm_config.parallel.dp
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // ranks))
+
+
+def _connect(
+    ctx: zmq.Context, socket_type: int, address: str, identity: bytes | None = None
+) -> zmq.Socket:
     sock = ctx.socket(socket_type)
+    if identity is not None:
+        sock.setsockopt(zmq.IDENTITY, identity)
     sock.setsockopt(zmq.SNDHWM, 0)
     sock.setsockopt(zmq.RCVHWM, 0)
     sock.connect(address)
@@ -366,19 +456,8 @@ def _install_signal_handlers(engine: EngineCoreProc) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def _exit_when_parent_dies(parent_pid: int) -> None:
-    """No orphans: a daemon thread ends the process once its parent is gone (even SIGKILLed)."""
-
-    def watch() -> None:
-        while os.getppid() == parent_pid:
-            time.sleep(PARENT_POLL_S)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True, name="parent-watchdog").start()
-
-
-def _configure_logging() -> None:
+def _configure_logging(engine_index: int) -> None:
     logging.basicConfig(
         level=logging.INFO,
-        format="(EngineCore pid=%(process)d) %(levelname)s %(name)s: %(message)s",
+        format=f"(EngineCore_DP{engine_index} pid=%(process)d) %(levelname)s %(name)s: %(message)s",
     )

@@ -95,7 +95,9 @@ class UtilityOutput(msgspec.Struct, array_like=True, omit_defaults=True):
 
 
 class EngineCoreOutputs(msgspec.Struct, array_like=True, omit_defaults=True):
-    engine_index: int = 0  # the data-parallel rank that sent these (metrics label `engine`)
+    # The dp rank of the engine that sent these (0 without data parallelism): the frontend
+    # merges the outputs of every engine, and metrics label each engine by it (`engine`).
+    engine_index: int = 0
     outputs: list[EngineCoreOutput] = msgspec.field(default_factory=list)
     timestamp: float = 0.0  # the engine's time.monotonic() when the step ended
     # Requests the engine finished on its own (e.g. aborted on a fault) without an output.
@@ -109,11 +111,30 @@ class EngineCoreOutputs(msgspec.Struct, array_like=True, omit_defaults=True):
 ENGINE_CORE_DEAD = b"ENGINE_CORE_DEAD"
 
 
-class EngineZmqAddresses(msgspec.Struct, array_like=True):
-    """The data sockets the frontend bound: the engine connects to both."""
+class EngineZmqAddresses(msgspec.Struct, array_like=True, omit_defaults=True):
+    """The data sockets the frontend bound (and the coordinator's): the engines connect."""
 
-    inputs: str  # frontend PUSH -> engine PULL: EngineCoreRequestType frames
-    outputs: str  # engine PUSH -> frontend PULL: EngineCoreOutputs
+    inputs: str  # frontend ROUTER -> engine DEALER (identity: engine index): request frames
+    outputs: str  # engine PUSH -> frontend PULL: EngineCoreOutputs, from every engine
+    # dp > 1: engine PUSH -> DPCoordinator PULL: each engine's EngineLoad.
+    coordinator_input: str | None = None
+    # dp > 1: DPCoordinator XPUB -> frontend SUB: DPLoads.
+    coordinator_output: str | None = None
+
+
+class EngineLoad(msgspec.Struct, array_like=True):
+    """Engine -> DPCoordinator: this engine's queue lengths, sent when they change."""
+
+    engine_index: int
+    num_waiting: int
+    num_running: int
+
+
+class DPLoads(msgspec.Struct, array_like=True):
+    """DPCoordinator -> frontends: (num_waiting, num_running) of every engine, by index."""
+
+    counts: list[tuple[int, int]]
+    timestamp: float = 0.0
 
 
 class EngineHandshake(msgspec.Struct, array_like=True, omit_defaults=True):

@@ -193,8 +193,10 @@ async def metrics(raw_request: Request) -> Response:
 
 
 async def engine_stats(raw_request: Request) -> JSONResponse:
-    """The scheduler's stats from the engine process (a UTILITY call): running and waiting
-    requests, KV cache usage, prefix cache hits, preemptions. For tests and operators."""
+    """The scheduler's stats from the engine processes (a UTILITY call): running and waiting
+    requests, KV cache usage, prefix cache hits, preemptions, finished requests; summed over
+    the dp engines, with each engine's own (labelled by engine_index) under "engines". For
+    tests and operators."""
     engine: AsyncLLM = raw_request.app.state.engine_client
     if engine.errored:
         raise ServiceUnavailableError(f"The engine is dead: {engine.dead_error}")

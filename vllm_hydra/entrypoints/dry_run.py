@@ -45,7 +45,7 @@ def dry_run_report(config: VllmConfig, resolved_yaml: str) -> str:
         "== derived values ==",
         "\n".join(f"  {k:<{width}}  {v}" for k, v in rows),
         "",
-        "== memory plan (per rank) ==",
+        "== memory plan (per rank; every dp engine has its own) ==",
         plan_memory(config).describe(),
     ]
     refusals = unsupported_features(config)

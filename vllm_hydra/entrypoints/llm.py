@@ -15,7 +15,7 @@ from tqdm import tqdm
 from vllm_hydra.config.compose import compose_config
 from vllm_hydra.config.support import check_supported
 from vllm_hydra.config.vllm import VllmConfig
-from vllm_hydra.engine.core_client import InprocClient, SyncMPClient
+from vllm_hydra.engine.core_client import InprocClient, SyncMPClient, make_sync_mp_client
 from vllm_hydra.engine.input_processor import ChatMessages, InputProcessor
 from vllm_hydra.engine.output_processor import (
     OutputProcessor,
@@ -36,14 +36,17 @@ class LLM:
     ) -> None:
         """`config`: a built VllmConfig, or Hydra overrides for conf/serve.yaml.
         `use_engine_process`: run the engine core in its own process (SyncMPClient); call
-        `shutdown()` when done (it also stops when this object is collected or Python exits)."""
+        `shutdown()` when done (it also stops when this object is collected or Python exits).
+        With `parallel.dp > 1` the engines always run in their own processes, one per dp rank,
+        and requests are balanced across them."""
         self.config = config if isinstance(config, VllmConfig) else compose_config(config or [])
         check_supported(self.config)
         self.tokenizer = get_tokenizer(self.config)
         self.input_processor = InputProcessor(self.config, self.tokenizer)
         self.output_processor = OutputProcessor(self.tokenizer)
+        in_process = not use_engine_process and self.config.parallel.dp == 1
         self.engine_core: InprocClient | SyncMPClient = (
-            SyncMPClient(self.config) if use_engine_process else InprocClient(self.config)
+            InprocClient(self.config) if in_process else make_sync_mp_client(self.config)
         )
         self._request_counter = itertools.count()
 

@@ -15,8 +15,15 @@ from tests.entrypoints.openai.remote_server import RemoteServer, StreamReader
 LONG = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 2000, "ignore_eos": True}
 
 
-def all_gone(processes: list[psutil.Process]) -> bool:
-    return not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in processes)
+def all_gone(processes: list[psutil.Process], timeout_s: float = 5.0) -> bool:
+    """Every process exits (multiprocessing's resource tracker only once it sees its parent's
+    pipe close, a moment after the server itself)."""
+    deadline = time.monotonic() + timeout_s
+    while any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in processes):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def test_engine_sigkill_gives_503_fails_requests_and_exits(tmp_path: Path) -> None:

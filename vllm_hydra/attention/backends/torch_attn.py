@@ -86,7 +86,7 @@ class TorchAttentionImpl(AttentionImpl):
             self._decode(q, out, kv_cache, attn_metadata, decodes, starts)
         for i, q_len in enumerate(attn_metadata.query_lens_cpu):
             if q_len > 1:
-                self._prefill(q, out, kv_cache, attn_metadata, i, starts[i])
+                self._prefill(q, k, v, out, kv_cache, attn_metadata, i, starts[i])
         return output
 
     def _key_range(self, seq_len: int, q_len: int, block_size: int) -> tuple[int, int]:
@@ -99,30 +99,42 @@ class TorchAttentionImpl(AttentionImpl):
     def _prefill(
         self,
         q: torch.Tensor,
+        k_new: torch.Tensor,
+        v_new: torch.Tensor,
         out: torch.Tensor,
         kv_cache: torch.Tensor,
         meta: AttentionMetadata,
         i: int,
         start: int,
     ) -> None:
-        """Request i's queries (its last q_len positions) over its first seq_len tokens."""
+        """Request i's queries (its last q_len positions) over its first seq_len tokens.
+
+        A whole prompt with nothing before it attends over its own new K/V (no gather). The
+        inputs get a batch dimension: with 3-D [heads, len, head_size] inputs CPU SDPA takes its
+        unfused math path (an O(q_len * seq_len) score matrix in several passes), with 4-D ones
+        its flash kernel; measured 70 vs 8 ms for one 512-token bf16 prompt, and the math path
+        was 25% of a 64-prompt bench-125m run.
+        """
         q_len, seq_len = meta.query_lens_cpu[i], meta.seq_lens_cpu[i]
         block_size = kv_cache.shape[2]
         first, num_blocks = self._key_range(seq_len, q_len, block_size)
         offset = first * block_size  # the position of the first gathered key
-        k, v = gather_blocks(kv_cache, meta.block_table[i, first : first + num_blocks])
-        k, v = (x.flatten(0, 1)[: seq_len - offset].transpose(0, 1).to(q.dtype) for x in (k, v))
+        if q_len == seq_len:  # no earlier context: the keys are this step's own
+            k, v = k_new[start : start + q_len], v_new[start : start + q_len]
+        else:
+            k, v = gather_blocks(kv_cache, meta.block_table[i, first : first + num_blocks])
+            k, v = (x.flatten(0, 1)[: seq_len - offset].to(q.dtype) for x in (k, v))
         mask = self._prefill_mask(q_len, seq_len, offset, q.device)
         o = F.scaled_dot_product_attention(
-            q[start : start + q_len].transpose(0, 1),
-            k,
-            v,
+            q[start : start + q_len].transpose(0, 1)[None],
+            k.transpose(0, 1)[None],
+            v.transpose(0, 1)[None],
             attn_mask=mask,
             is_causal=mask is None,
             scale=self.scale,
             enable_gqa=True,
         )
-        out[start : start + q_len] = o.transpose(0, 1)
+        out[start : start + q_len] = o[0].transpose(0, 1)
 
     def _prefill_mask(
         self, q_len: int, seq_len: int, offset: int, device: torch.device
