@@ -3,13 +3,15 @@ and the token dimension stays dynamic: batches of many sizes reuse a bounded set
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.model_factory import write_random_checkpoint
 from vllm_hydra import LLM, SamplingParams
-from vllm_hydra.compilation.torch_compile import RECOMPILE_LIMIT
+from vllm_hydra.compilation.torch_compile import RECOMPILE_LIMIT, set_cache_dir
 
 NUM_NEW_TOKENS = 10
 
@@ -48,3 +50,18 @@ def test_torch_compile_greedy_matches_eager(tmp_path: Path) -> None:
     _greedy(checkpoint, "torch_compile", tmp_path / "inductor", lengths=(6, 11, 23))
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
     assert any((tmp_path / "inductor").iterdir()), "the Inductor cache goes to cache_dir"
+
+
+def test_cache_dir_defaults_to_the_user_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir as inductor_default
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", inductor_default())  # Inductor's own default
+    expected = tmp_path / "xdg" / "vllm_hydra" / "torch_compile"
+    assert set_cache_dir(None) == expected and expected.is_dir()
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(expected)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))  # the user's choice
+    assert set_cache_dir(None) == tmp_path / "mine"
+    assert set_cache_dir(str(tmp_path / "cfg")) == tmp_path / "cfg"  # compilation.cache_dir

@@ -30,9 +30,16 @@ ModelForward = Callable[..., Any]
 
 
 def default_cache_dir() -> Path:
-    """$TORCHINDUCTOR_CACHE_DIR if set, else the user cache (XDG) under vllm_hydra/."""
-    if os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
-        return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
+    """$TORCHINDUCTOR_CACHE_DIR if the user set it, else the user cache (XDG) under vllm_hydra/.
+
+    Importing Inductor writes its own default (a per-user dir under /tmp) into that variable,
+    so that value counts as unset.
+    """
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir as inductor_default
+
+    chosen = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if chosen and chosen != inductor_default():
+        return Path(chosen)
     xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(xdg) / "vllm_hydra" / "torch_compile"
 
