@@ -81,6 +81,9 @@ class ModelRunner:
         """A 2-token batch (the graphs dynamic in tokens) and a 1-token one (Dynamo
         specialises size 1). Their dummy K/V go to the null block 0, which nothing reads."""
         assert self.model_forward is not None
+        for kv_cache in self.kv_caches:
+            # Fixed shapes: else Dynamo's duck sizing ties a cache dim to an equal token count.
+            torch._dynamo.mark_static(kv_cache)
         for n in (2, 1):
             meta = AttentionMetadata.build([n], [n], [[0] * n], self.block_size, self.device)
             ids = torch.zeros(n, dtype=torch.int64, device=self.device)
