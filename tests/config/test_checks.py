@@ -77,6 +77,11 @@ def test_capture_sizes_must_be_positive(ckpt: Path) -> None:
     assert "compilation.cudagraph_capture_sizes=[1, 0] holds [0]" in message
 
 
+def test_compile_cache_dir_needs_torch_compile(ckpt: Path) -> None:
+    message = _error(_with(ckpt, "compilation.cache_dir=/tmp/x"))
+    assert "compilation.cache_dir=/tmp/x has no effect with compilation.mode=none" in message
+
+
 def test_capture_sizes_need_cudagraph_mode(ckpt: Path) -> None:
     message = _error(_with(ckpt, "compilation.cudagraph_capture_sizes=[1,2]"))
     assert "has no effect with compilation.mode=none" in message

@@ -15,7 +15,7 @@ from tests.entrypoints.openai.remote_server import RemoteServer
 from tests.metrics.conftest import STATS_LINE, scrape
 
 PROMPT_IDS = list(range(200, 240))  # 40 tokens
-MAX_TOKENS = 100
+MAX_TOKENS = 50
 
 
 def _stats_lines(server: RemoteServer) -> list[dict[str, str]]:
@@ -49,7 +49,7 @@ def _rounding_slack(lines: list[dict[str, str]], key: str) -> float:
 
 
 def test_stats_lines_match_the_metrics(tmp_path: pytest.TempPathFactory) -> None:
-    # 23 usable blocks of 16 tokens; six requests of 140 tokens need 54: preemption.
+    # 23 usable blocks of 16 tokens; six requests of 90 tokens need 36: preemption.
     server = RemoteServer(
         tmp_path / "run",
         "observability.stats_interval_s=0.5",

@@ -90,6 +90,18 @@ def check_field_ranges(s: EngineSections) -> list[str]:
         *_at_least("server.max_queued_requests", sv.max_queued_requests, 1, " or null"),
         *check_block_size(s),
         *check_capture_sizes(s),
+        *check_compile_cache_dir(s),
+    ]
+
+
+def check_compile_cache_dir(s: EngineSections) -> list[str]:
+    c = s.compilation
+    if c.cache_dir is None or c.mode is CompilationMode.torch_compile:
+        return []
+    return [
+        f"compilation.cache_dir={c.cache_dir} has no effect with compilation.mode="
+        f"{c.mode.value}: only torch.compile keeps a cache. Use compilation=torch_compile or "
+        f"leave compilation.cache_dir null."
     ]
 
 

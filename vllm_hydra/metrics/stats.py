@@ -106,7 +106,7 @@ class IterationStats:
     def _update_from_events(
         self, events: list[EngineCoreEvent], req_stats: RequestStateStats
     ) -> None:
-        from vllm_hydra.engine.messages import EngineCoreEventType
+        from vllm_hydra.engine.messages import EngineCoreEventType  # messages imports us
 
         for event in events:
             if event.type == EngineCoreEventType.QUEUED:
