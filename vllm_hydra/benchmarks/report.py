@@ -22,6 +22,8 @@ from vllm_hydra.benchmarks.summary import markdown_summary, write_summary
 REPO = Path(__file__).resolve().parents[2]
 REPORT_DIR = REPO / "outputs" / "bench" / "report"
 DOC = REPO / "docs" / "benchmarks.md"
+# Hand-written notes (profiles, what was changed and why), appended to the generated doc.
+NOTES = REPO / "docs" / "benchmarks-notes.md"
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,9 @@ def render(campaigns: list[Campaign], sweep_dirs: list[Path], extra: tuple[str, 
         parts.append(f"## {campaign.title}\n\n```bash\n{campaign.command(extra)}\n```\n")
         if campaign.note:
             parts.append(campaign.note + "\n")
-        parts.append(markdown_summary(rows) if rows else "(no results)\n")
+        parts.append(markdown_summary(rows) if rows else "(not measured yet: run `make bench`)\n")
+    if NOTES.exists():
+        parts.append(NOTES.read_text())
     return "\n".join(parts)
 
 
