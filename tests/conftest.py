@@ -9,6 +9,9 @@ from typing import Any
 
 import pytest
 
+# Turns the Triton interpreter on (CPU) before any test module imports Triton.
+import tests.triton_interpreter  # noqa: F401
+
 # A Llama-shaped config.json: 6 heads (so tp=4 fails), 2 KV heads, 4 layers.
 BASE_HF_CONFIG: dict[str, Any] = {
     "architectures": ["LlamaForCausalLM"],

@@ -7,17 +7,12 @@ aligned or not), chunked continuations, and decodes, over blocks scattered in th
 
 from __future__ import annotations
 
-import os
-
-# Before the kernels are defined: the interpreter must be on when @triton.jit runs.
-os.environ["TRITON_INTERPRET"] = "1"
-
 import random
 
 import pytest
 import torch
-from triton.runtime.interpreter import InterpretedFunction
 
+from tests.triton_interpreter import requires_interpreter
 from vllm_hydra.attention import AttentionMetadata
 from vllm_hydra.attention.backends.torch_attn import (
     TorchAttentionImpl,
@@ -26,15 +21,10 @@ from vllm_hydra.attention.backends.torch_attn import (
 from vllm_hydra.attention.backends.triton_attn import TritonAttentionImpl
 from vllm_hydra.attention.ops.triton_reshape_and_cache import reshape_and_cache
 from vllm_hydra.attention.ops.triton_unified_attention import (
-    kernel_unified_attention_2d,
     unified_attention,
 )
 
-if not isinstance(kernel_unified_attention_2d, InterpretedFunction):
-    pytest.skip(
-        "the Triton kernels were imported before TRITON_INTERPRET=1 was set; run this file alone",
-        allow_module_level=True,
-    )
+pytestmark = requires_interpreter
 
 NUM_KV_HEADS = 2
 NUM_BLOCKS = 48

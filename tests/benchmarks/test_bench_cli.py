@@ -93,6 +93,15 @@ def test_serve_sweep_two_servers(tmp_path: Path) -> None:
         assert f"({plot})" in summary
 
 
+def test_latency_mode_single_run(tmp_path: Path) -> None:
+    args = ("bench.mode=latency", "bench.batch_size=2", "bench.num_iters=2", *SMALL)
+    result = bench(*args, f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "results.json").read_text())["metrics"]
+    assert metrics["batch_size"] == 2
+    assert 0 < metrics["latency_p50_s"] <= metrics["latency_p99_s"]
+
+
 def test_missing_sharegpt_file_is_a_config_error(tmp_path: Path) -> None:
     result = bench("bench=sharegpt", f"hydra.run.dir={tmp_path}", timeout=120)
     assert result.returncode == 2

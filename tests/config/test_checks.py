@@ -77,6 +77,11 @@ def test_capture_sizes_must_be_positive(ckpt: Path) -> None:
     assert "compilation.cudagraph_capture_sizes=[1, 0] holds [0]" in message
 
 
+def test_compile_cache_dir_needs_torch_compile(ckpt: Path) -> None:
+    message = _error(_with(ckpt, "compilation.cache_dir=/tmp/x"))
+    assert "compilation.cache_dir=/tmp/x has no effect with compilation.mode=none" in message
+
+
 def test_capture_sizes_need_cudagraph_mode(ckpt: Path) -> None:
     message = _error(_with(ckpt, "compilation.cudagraph_capture_sizes=[1,2]"))
     assert "has no effect with compilation.mode=none" in message
@@ -203,6 +208,13 @@ def test_long_prefill_threshold_within_max_model_len(ckpt: Path) -> None:
 
 
 # ---- executor and device ----
+
+
+def test_fixed_master_port_with_several_parallel_engines_is_refused(ckpt: Path) -> None:
+    overrides = _with(ckpt, "parallel.dp=2", "parallel.tp=2", "parallel.master_port=29500")
+    message = _error(overrides)
+    assert "parallel.master_port=29500 with parallel.dp=2" in message
+    assert "parallel.master_port=null" in message
 
 
 def test_uni_backend_runs_one_worker(ckpt: Path) -> None:

@@ -21,7 +21,7 @@ def test_tensor_and_pipeline_parallelism_are_supported() -> None:
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        (["compilation=torch_compile"], "torch.compile and CUDA graphs are not built yet"),
+        (["parallel.tp=2", "compilation=torch_compile"], "compiling a sharded model"),
         (["lora=enabled"], "LoRA adapters are not built yet"),
         (["speculative=ngram"], "speculative decoding is not built yet"),
     ],
@@ -37,3 +37,10 @@ def test_triton_attention_is_supported_and_auto_picks_it_on_cuda() -> None:
     config = compose_config(["dry_run=true", "device=cuda"])
     assert config.attention.backend.value == "triton"
     assert unsupported_features(config) == []
+
+
+def test_compilation_modes_are_supported() -> None:
+    assert unsupported_features(compose_config(["compilation=torch_compile"])) == []
+    config = compose_config(["dry_run=true", "device=cuda", "compilation=cudagraph"])
+    assert unsupported_features(config) == []
+    assert config.compilation.cudagraph_capture_sizes == [1, 2, 4, *range(8, 129, 8)]

@@ -192,6 +192,25 @@ def metric_by_engine(server: RemoteServer, name: str) -> dict[str, float]:
     return totals
 
 
+def test_metrics_are_labelled_by_engine(server: RemoteServer) -> None:
+    """/metrics has one series per dp engine (label `engine`), each counting that engine's
+    requests: every request so far finished by length, on the engine the stats name."""
+    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    per_engine: dict[tuple[str, str], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.labels.get("model_name") == SERVED_NAME:
+                key = (sample.name, sample.labels["engine"])
+                per_engine[key] = per_engine.get(key, 0.0) + sample.value
+    for stats in engine_stats(server)["engines"]:
+        engine, finished = str(stats["engine_index"]), stats["num_finished_requests"]
+        assert finished > 0
+        assert per_engine[("vllm:request_success_total", engine)] == finished
+        assert per_engine[("vllm:e2e_request_latency_seconds_count", engine)] == finished
+        assert per_engine[("vllm:generation_tokens_total", engine)] == finished * NUM_NEW_TOKENS
+        assert per_engine[("vllm:num_requests_running", engine)] == 0
+
+
 def test_leaving_a_stream_frees_blocks_on_its_engine(server: RemoteServer) -> None:
     body = {
         "model": SERVED_NAME,

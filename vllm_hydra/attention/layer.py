@@ -9,7 +9,26 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vllm_hydra.attention.backends.abstract import AttentionBackend, AttentionMetadata
+from vllm_hydra.attention.backends.abstract import (
+    AttentionBackend,
+    AttentionImpl,
+    AttentionMetadata,
+)
+
+
+@torch.compiler.disable
+def _run_attention(
+    impl: AttentionImpl,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    kv_cache: torch.Tensor,
+    attn_metadata: AttentionMetadata | None,
+) -> torch.Tensor:
+    """The backend's attention, kept out of torch.compile's graphs: backends read host-side
+    lengths (which Dynamo would guard on and recompile for every step) and launch their own
+    kernels. The model is compiled piecewise between attention calls, as in vLLM."""
+    return impl.forward(query, key, value, kv_cache, attn_metadata)
 
 
 class Attention(nn.Module):
@@ -49,7 +68,7 @@ class Attention(nn.Module):
 
         attn_metadata None (a profiling run) leaves the cache untouched and returns zeros.
         """
-        return self.impl.forward(query, key, value, kv_cache, attn_metadata)
+        return _run_attention(self.impl, query, key, value, kv_cache, attn_metadata)
 
     def extra_repr(self) -> str:
         return (

@@ -22,6 +22,8 @@ from vllm_hydra.benchmarks.summary import markdown_summary, write_summary
 REPO = Path(__file__).resolve().parents[2]
 REPORT_DIR = REPO / "outputs" / "bench" / "report"
 DOC = REPO / "docs" / "benchmarks.md"
+# Hand-written notes (profiles, what was changed and why), appended to the generated doc.
+NOTES = REPO / "docs" / "benchmarks-notes.md"
 
 
 @dataclass(frozen=True)
@@ -31,8 +33,8 @@ class Campaign:
     overrides: tuple[str, ...]
     note: str = ""
 
-    def command(self) -> str:
-        return "python scripts/bench.py -m " + " ".join(self.overrides)
+    def command(self, extra: tuple[str, ...] = ()) -> str:
+        return "python scripts/bench.py -m " + " ".join((*self.overrides, *extra))
 
 
 CAMPAIGNS = (
@@ -53,9 +55,11 @@ CAMPAIGNS = (
             "load=dummy",
         ),
         "The same random workload on a ~125M-parameter Llama (hidden 768, 12 layers, 12 heads, "
-        "4 KV heads). `workload_flops` and `weight_bytes` give its roofline: pass the "
-        "machine's figures as `bench.peak_tflops=... bench.memory_bandwidth_gbs=...` to get "
-        "`roofline_fraction` in summary.csv.",
+        "4 KV heads); the target is an engine_speedup of at least 3 over both baselines. "
+        "`workload_flops` and `weight_bytes` (results.json, summary.csv) give its roofline: "
+        "with the machine's figures (`make bench BENCH_ARGS='--overrides "
+        "bench.peak_tflops=... bench.memory_bandwidth_gbs=...'`) summary.csv also has "
+        "`roofline_fraction`.",
     ),
     Campaign(
         "tiny-serve",
@@ -71,13 +75,14 @@ CAMPAIGNS = (
 )
 
 
-def run_campaign(campaign: Campaign) -> Path:
+def run_campaign(campaign: Campaign, extra: tuple[str, ...]) -> Path:
     sweep_dir = REPORT_DIR / campaign.name
     cmd = [
         sys.executable,
         str(REPO / "scripts" / "bench.py"),
         "-m",
         *campaign.overrides,
+        *extra,
         f"hydra.sweep.dir={sweep_dir}",
     ]
     print("+", " ".join(cmd), flush=True)
@@ -93,7 +98,7 @@ def _environment(sweep_dirs: list[Path]) -> str:
     return "unknown"
 
 
-def render(campaigns: list[Campaign], sweep_dirs: list[Path]) -> str:
+def render(campaigns: list[Campaign], sweep_dirs: list[Path], extra: tuple[str, ...]) -> str:
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     parts = [
         "# Benchmarks\n",
@@ -104,10 +109,12 @@ def render(campaigns: list[Campaign], sweep_dirs: list[Path]) -> str:
     ]
     for campaign, sweep_dir in zip(campaigns, sweep_dirs, strict=True):
         rows = write_summary(sweep_dir)
-        parts.append(f"## {campaign.title}\n\n```bash\n{campaign.command()}\n```\n")
+        parts.append(f"## {campaign.title}\n\n```bash\n{campaign.command(extra)}\n```\n")
         if campaign.note:
             parts.append(campaign.note + "\n")
-        parts.append(markdown_summary(rows) if rows else "(no results)\n")
+        parts.append(markdown_summary(rows) if rows else "(not measured yet: run `make bench`)\n")
+    if NOTES.exists():
+        parts.append(NOTES.read_text())
     return "\n".join(parts)
 
 
@@ -115,14 +122,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", help="campaign names (default: all)")
     parser.add_argument("--doc", type=Path, default=DOC)
+    parser.add_argument("--overrides", nargs="*", default=[], help="added to every campaign")
     parser.add_argument(
         "--no-run", action="store_true", help="re-render from the existing sweep dirs"
     )
     args = parser.parse_args()
     campaigns = [c for c in CAMPAIGNS if not args.only or c.name in args.only]
-    sweep_dirs = [REPORT_DIR / c.name if args.no_run else run_campaign(c) for c in campaigns]
+    extra = tuple(args.overrides)
+    sweep_dirs = [REPORT_DIR / c.name if args.no_run else run_campaign(c, extra) for c in campaigns]
     args.doc.parent.mkdir(parents=True, exist_ok=True)
-    args.doc.write_text(render(campaigns, sweep_dirs))
+    args.doc.write_text(render(campaigns, sweep_dirs, extra))
     print(f"wrote {args.doc}")
 
 

@@ -90,6 +90,18 @@ def check_field_ranges(s: EngineSections) -> list[str]:
         *_at_least("server.max_queued_requests", sv.max_queued_requests, 1, " or null"),
         *check_block_size(s),
         *check_capture_sizes(s),
+        *check_compile_cache_dir(s),
+    ]
+
+
+def check_compile_cache_dir(s: EngineSections) -> list[str]:
+    c = s.compilation
+    if c.cache_dir is None or c.mode is CompilationMode.torch_compile:
+        return []
+    return [
+        f"compilation.cache_dir={c.cache_dir} has no effect with compilation.mode="
+        f"{c.mode.value}: only torch.compile keeps a cache. Use compilation=torch_compile or "
+        f"leave compilation.cache_dir null."
     ]
 
 
@@ -249,6 +261,18 @@ def check_backend_world_size(c: VllmConfig) -> list[str]:
     return [
         f"parallel.backend=uni runs one worker, but parallel.tp x parallel.pp = {world}. "
         f"Use parallel.backend=mp (or auto)."
+    ]
+
+
+def check_master_port_per_engine(c: VllmConfig) -> list[str]:
+    """Each dp engine's workers form their own torch.distributed world, on their own port."""
+    p = c.parallel
+    if p.master_port is None or p.dp == 1 or p.world_size == 1:
+        return []
+    return [
+        f"parallel.master_port={p.master_port} with parallel.dp={p.dp}: each of the {p.dp} "
+        f"engines' tp x pp = {p.world_size} workers needs its own port. "
+        f"Leave parallel.master_port=null (a free port per engine)."
     ]
 
 
@@ -508,6 +532,7 @@ CONFIG_RULES: tuple[Callable[[VllmConfig], list[str]], ...] = (
     check_long_prefill_threshold,
     check_backend_world_size,
     check_nnodes_backend,
+    check_master_port_per_engine,
     check_device_memory_needs_cuda,
     check_memory_utilization_needs_cuda,
     check_cudagraph_needs_cuda,

@@ -27,6 +27,7 @@ from vllm_hydra.config.checks import (
     check_field_ranges,
     check_kv_cache_fits,
 )
+from vllm_hydra.config.compilation import CompilationConfig, CompilationMode
 from vllm_hydra.config.device import DeviceConfig, DeviceType
 from vllm_hydra.config.errors import ConfigError
 from vllm_hydra.config.memory_plan import GIB, plan_memory
@@ -97,7 +98,7 @@ def _resolve(s: EngineSections, ctx: CheckContext) -> VllmConfig:
         lora=s.lora,
         attention=replace(s.attention, backend=_resolve_attention(s, device.type)),
         load=s.load,
-        compilation=s.compilation,
+        compilation=_resolve_compilation(s),
         observability=s.observability,
         speculative=s.speculative,
         server=s.server,
@@ -204,3 +205,13 @@ def _resolve_attention(s: EngineSections, device: DeviceType) -> AttentionBacken
     if device is DeviceType.cuda:
         return AttentionBackendName.triton
     return AttentionBackendName.torch
+
+
+def _resolve_compilation(s: EngineSections) -> CompilationConfig:
+    """cudagraph with no sizes: capture 1, 2, 4 and multiples of 8 up to max_num_seqs."""
+    c = s.compilation
+    if c.mode is not CompilationMode.cudagraph or c.cudagraph_capture_sizes is not None:
+        return c
+    sizes = [1, 2, 4, *range(8, s.scheduler.max_num_seqs + 1, 8)]
+    sizes = sorted({n for n in sizes if n <= s.scheduler.max_num_seqs} | {s.scheduler.max_num_seqs})
+    return replace(c, cudagraph_capture_sizes=sizes)

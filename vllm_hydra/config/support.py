@@ -17,8 +17,9 @@ from vllm_hydra.config.vllm import VllmConfig
 # (is the setting in use?, what to tell the user)
 _NOT_BUILT: tuple[tuple[Callable[[VllmConfig], bool], str], ...] = (
     (
-        lambda c: c.compilation.mode is not CompilationMode.none,
-        "compilation.mode: torch.compile and CUDA graphs are not built yet. Use compilation=none.",
+        lambda c: c.compilation.mode is not CompilationMode.none and c.parallel.world_size > 1,
+        "compilation.mode with parallel.tp/parallel.pp > 1: compiling a sharded model or "
+        "capturing its graphs is not built yet. Use compilation=none with tp/pp > 1.",
     ),
     (
         lambda c: c.lora.enabled,

@@ -17,7 +17,11 @@ import logging
 import torch
 from torch import nn
 
+from vllm_hydra.attention.backends.abstract import AttentionMetadata
 from vllm_hydra.attention.selector import get_attn_backend
+from vllm_hydra.compilation.cuda_graph import CUDAGraphRunner
+from vllm_hydra.compilation.torch_compile import ModelForward, compile_model
+from vllm_hydra.config.compilation import CompilationMode
 from vllm_hydra.config.memory_plan import kv_heads_per_rank
 from vllm_hydra.config.vllm import VllmConfig
 from vllm_hydra.core.sched_output import SchedulerOutput
@@ -48,6 +52,9 @@ class ModelRunner:
         self.kv_cache_dtype = TORCH_DTYPES[vllm_config.cache.cache_dtype.value]
         self.attn_backend = get_attn_backend(vllm_config.attention.backend.value)
         self.model: nn.Module | None = None
+        # The model forward as compilation.mode runs it (eager or under torch.compile).
+        self.model_forward: ModelForward | None = None
+        self.cudagraph_runner: CUDAGraphRunner | None = None
         self.kv_caches: list[torch.Tensor] = []
         self.requests: dict[str, CachedRequestState] = {}
         self.sampler = Sampler()
@@ -56,6 +63,44 @@ class ModelRunner:
 
     def load_model(self) -> None:
         self.model = get_model(self.config)
+        self.model_forward = self.model
+        if self.config.compilation.mode is CompilationMode.torch_compile:
+            self.model_forward = compile_model(self.model, self.config.compilation.cache_dir)
+
+    @torch.inference_mode()
+    def compile_or_warm_up_model(self) -> None:
+        """Once the KV cache exists: compile (torch_compile) or capture the decode graphs
+        (cudagraph) now, so that no request waits for it."""
+        mode = self.config.compilation.mode
+        if mode is CompilationMode.torch_compile:
+            self._warm_up_compiled_model()
+        elif mode is CompilationMode.cudagraph:
+            self._capture_cudagraphs()
+
+    def _warm_up_compiled_model(self) -> None:
+        """A 2-token batch (the graphs dynamic in tokens) and a 1-token one (Dynamo
+        specialises size 1). Their dummy K/V go to the null block 0, which nothing reads."""
+        assert self.model_forward is not None
+        for kv_cache in self.kv_caches:
+            # Fixed shapes: else Dynamo's duck sizing ties a cache dim to an equal token count.
+            torch._dynamo.mark_static(kv_cache)
+        for n in (2, 1):
+            meta = AttentionMetadata.build([n], [n], [[0] * n], self.block_size, self.device)
+            ids = torch.zeros(n, dtype=torch.int64, device=self.device)
+            positions = torch.arange(n, device=self.device)
+            self.model_forward(ids, positions, self.kv_caches, meta)
+
+    def _capture_cudagraphs(self) -> None:
+        compilation = self.config.compilation
+        self.cudagraph_runner = CUDAGraphRunner(
+            self._model(),
+            self.kv_caches,
+            compilation.cudagraph_capture_sizes or [1],
+            self.config.model.max_model_len or 1,
+            self.block_size,
+            self.device,
+        )
+        self.cudagraph_runner.capture()
 
     def kv_cache_shape(self, num_blocks: int) -> tuple[int, ...]:
         arch = self.config.arch
@@ -151,9 +196,12 @@ class ModelRunner:
     def _forward(
         self, inputs: ModelInputs, intermediate: IntermediateTensors | None = None
     ) -> torch.Tensor | IntermediateTensors:
-        return self._model()(
-            inputs.input_ids, inputs.positions, self.kv_caches, inputs.attn_metadata, intermediate
-        )
+        meta = inputs.attn_metadata
+        graphs = self.cudagraph_runner
+        if graphs is not None and intermediate is None and graphs.padded_size(meta) is not None:
+            return graphs.run(inputs.input_ids, inputs.positions, meta)
+        forward = self.model_forward if self.model_forward is not None else self._model()
+        return forward(inputs.input_ids, inputs.positions, self.kv_caches, meta, intermediate)
 
     def _empty_intermediate(self, num_tokens: int) -> IntermediateTensors:
         dtype = TORCH_DTYPES[self.config.model.dtype.value]

@@ -91,6 +91,11 @@ class Worker:
 
     def initialize_from_config(self, num_blocks: int) -> None:
         self._runner().initialize_kv_cache(num_blocks)
+        self.compile_or_warm_up_model()
+
+    def compile_or_warm_up_model(self) -> None:
+        """torch.compile's first compile or the CUDA graph capture, before serving."""
+        self._runner().compile_or_warm_up_model()
 
     def execute_model(self, scheduler_output: SchedulerOutput) -> ModelRunnerOutput:
         return self._runner().execute_model(scheduler_output)

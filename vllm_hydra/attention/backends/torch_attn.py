@@ -16,7 +16,9 @@ Of what is left, SDPA is ~55% and the gather of the blocks ~35%.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from itertools import accumulate
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -61,7 +63,22 @@ def gather_blocks(
     return kv_cache[0].index_select(0, block_ids), kv_cache[1].index_select(0, block_ids)
 
 
+@dataclass
+class DecodeGroup:
+    """One padded SDPA call of a decode step: the flat token index of each request's query,
+    its attended blocks (row-major, [seqs * blocks]), their padded key length, the key mask."""
+
+    tokens: torch.Tensor
+    block_ids: torch.Tensor
+    padded_len: int
+    mask: torch.Tensor | None
+
+
 class TorchAttentionImpl(AttentionImpl):
+    # (metadata, its seq_lens_cpu, (window, block size, group size), plan) of the last decode
+    # plan built; the objects are held so their identities cannot be reused by a later step's.
+    _plan_cache: tuple[Any, ...] | None = None
+
     def forward(
         self,
         query: torch.Tensor,
@@ -165,21 +182,51 @@ class TorchAttentionImpl(AttentionImpl):
         heads that share a KV head are laid out as that head's query rows ([kv_heads, group,
         head_size]), so each K/V row is read once per KV head and no GQA expansion is needed.
         """
-        reqs = sorted(reqs, key=lambda i: meta.seq_lens_cpu[i])
-        group_size = max(1, DECODE_GROUP_BYTES // kv_cache.element_size())
-        for g in range(0, len(reqs), group_size):
-            group = reqs[g : g + group_size]
-            tokens = torch.tensor([starts[i] for i in group], device=q.device)
-            k, v, mask = self._gather_decode_group(kv_cache, meta, group, q.dtype)
-            q_g = q[tokens].view(len(group), self.num_kv_heads, -1, self.head_size)
-            o = F.scaled_dot_product_attention(q_g, k, v, attn_mask=mask, scale=self.scale)
-            out[tokens] = o.reshape(len(group), self.num_heads, self.head_size)
+        for group in self._decode_plan(kv_cache, meta, reqs, starts):
+            shape = (len(group.tokens), group.padded_len, self.num_kv_heads, self.head_size)
+            k, v = (
+                x.view(shape).transpose(1, 2).to(q.dtype)
+                for x in gather_blocks(kv_cache, group.block_ids)
+            )
+            q_g = q[group.tokens].view(len(group.tokens), self.num_kv_heads, -1, self.head_size)
+            o = F.scaled_dot_product_attention(q_g, k, v, attn_mask=group.mask, scale=self.scale)
+            out[group.tokens] = o.reshape(len(group.tokens), self.num_heads, self.head_size)
 
-    def _gather_decode_group(
-        self, kv_cache: torch.Tensor, meta: AttentionMetadata, group: list[int], dtype: torch.dtype
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """K, V [seqs, kv_heads, padded_len, head_size] of each request's attended blocks, and
-        the [seqs, 1, 1, padded_len] mask of its real keys (None when no key is padding)."""
+    def _decode_plan(
+        self,
+        kv_cache: torch.Tensor,
+        meta: AttentionMetadata,
+        reqs: list[int],
+        starts: list[int],
+    ) -> list[DecodeGroup]:
+        """The step's decode groups, built by the first layer and reused by the others (every
+        layer of a step sees the same metadata object; the plan's tensor ops would otherwise be
+        repeated per layer)."""
+        group_size = max(1, DECODE_GROUP_BYTES // kv_cache.element_size())
+        key = (self.sliding_window, kv_cache.shape[2], group_size)
+        cached = TorchAttentionImpl._plan_cache
+        # Identity of the metadata and of its length list: a runner that refilled one
+        # metadata object in place would still assign new lists.
+        if (
+            cached is not None
+            and cached[0] is meta
+            and cached[1] is meta.seq_lens_cpu
+            and cached[2] == key
+        ):
+            return cached[3]
+        reqs = sorted(reqs, key=lambda i: meta.seq_lens_cpu[i])
+        plan = [
+            self._plan_decode_group(kv_cache, meta, reqs[g : g + group_size], starts)
+            for g in range(0, len(reqs), group_size)
+        ]
+        TorchAttentionImpl._plan_cache = (meta, meta.seq_lens_cpu, key, plan)
+        return plan
+
+    def _plan_decode_group(
+        self, kv_cache: torch.Tensor, meta: AttentionMetadata, group: list[int], starts: list[int]
+    ) -> DecodeGroup:
+        """The blocks each request of the group attends to, padded to the longest, and the
+        [seqs, 1, 1, padded_len] mask of its real keys (None when no key is padding)."""
         block_size, device = kv_cache.shape[2], kv_cache.device
         seq_lens = [meta.seq_lens_cpu[i] for i in group]
         firsts = [self._key_range(n, 1, block_size)[0] for n in seq_lens]
@@ -192,12 +239,15 @@ class TorchAttentionImpl(AttentionImpl):
         )
         cols.clamp_(max=meta.block_table.shape[1] - 1)
         block_ids = meta.block_table[torch.tensor(group, device=device)[:, None], cols].flatten()
-        shape = (len(group), padded_len, self.num_kv_heads, self.head_size)
-        k, v = (x.view(shape).transpose(1, 2).to(dtype) for x in gather_blocks(kv_cache, block_ids))
         # Gathered key j of a request is its token first * block_size + j.
         hi = [n - f * block_size for n, f in zip(seq_lens, firsts, strict=True)]
         lo = [max(0, h - self.sliding_window) if self.sliding_window else 0 for h in hi]
-        return k, v, self._key_mask(lo, hi, padded_len, device)
+        return DecodeGroup(
+            tokens=torch.tensor([starts[i] for i in group], device=device),
+            block_ids=block_ids,
+            padded_len=padded_len,
+            mask=self._key_mask(lo, hi, padded_len, device),
+        )
 
     @staticmethod
     def _key_mask(

@@ -16,6 +16,7 @@ and `reduce_segments` combines them.
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -295,6 +296,11 @@ def _tile_shape(num_queries_per_kv: int, max_query_len: int) -> tuple[int, int]:
     return block_m, block_m // num_queries_per_kv
 
 
+@functools.cache
+def _num_sms(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
 def choose_num_kv_splits(
     num_reqs: int, num_kv_heads: int, max_query_len: int, max_seq_len: int, device: torch.device
 ) -> int:
@@ -303,7 +309,7 @@ def choose_num_kv_splits(
     if max_query_len > 1 or device.type != "cuda":
         return 1
     programs = num_reqs * num_kv_heads
-    num_sms = torch.cuda.get_device_properties(device).multi_processor_count
+    num_sms = _num_sms(device.index if device.index is not None else torch.cuda.current_device())
     if programs >= num_sms:
         return 1
     by_length = max_seq_len // MIN_KEYS_PER_SPLIT
