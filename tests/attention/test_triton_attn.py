@@ -29,6 +29,7 @@ def _greedy(checkpoint: Path, backend: str) -> list[list[int]]:
             "model.dtype=float32",
             "device=cpu",
             "model.max_model_len=128",
+            "cache.num_blocks_override=64",  # small: the interpreter rewrites it per launch
             f"attention.backend={backend}",
             "cache.block_size=16",
             "cache.enable_prefix_caching=true",

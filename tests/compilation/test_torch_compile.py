@@ -22,6 +22,7 @@ def _llm(checkpoint: Path, mode: str, cache_dir: Path) -> LLM:
         "model.dtype=float32",
         "device=cpu",
         "model.max_model_len=128",
+        "cache.num_blocks_override=64",  # a small cache: less memory and faster steps
         "scheduler.max_num_batched_tokens=32",  # chunked prefills: many different batch sizes
         "scheduler.max_num_seqs=8",
         f"compilation={mode}",

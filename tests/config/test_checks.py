@@ -210,6 +210,13 @@ def test_long_prefill_threshold_within_max_model_len(ckpt: Path) -> None:
 # ---- executor and device ----
 
 
+def test_fixed_master_port_with_several_parallel_engines_is_refused(ckpt: Path) -> None:
+    overrides = _with(ckpt, "parallel.dp=2", "parallel.tp=2", "parallel.master_port=29500")
+    message = _error(overrides)
+    assert "parallel.master_port=29500 with parallel.dp=2" in message
+    assert "parallel.master_port=null" in message
+
+
 def test_uni_backend_runs_one_worker(ckpt: Path) -> None:
     message = _error(_with(ckpt, "parallel.backend=uni", "parallel.tp=2"))
     assert "parallel.backend=uni runs one worker, but parallel.tp x parallel.pp = 2" in message

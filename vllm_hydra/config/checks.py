@@ -264,6 +264,18 @@ def check_backend_world_size(c: VllmConfig) -> list[str]:
     ]
 
 
+def check_master_port_per_engine(c: VllmConfig) -> list[str]:
+    """Each dp engine's workers form their own torch.distributed world, on their own port."""
+    p = c.parallel
+    if p.master_port is None or p.dp == 1 or p.world_size == 1:
+        return []
+    return [
+        f"parallel.master_port={p.master_port} with parallel.dp={p.dp}: each of the {p.dp} "
+        f"engines' tp x pp = {p.world_size} workers needs its own port. "
+        f"Leave parallel.master_port=null (a free port per engine)."
+    ]
+
+
 def check_nnodes_backend(c: VllmConfig) -> list[str]:
     if c.parallel.nnodes == 1 or c.parallel.backend is DistributedBackend.ray:
         return []
@@ -520,6 +532,7 @@ CONFIG_RULES: tuple[Callable[[VllmConfig], list[str]], ...] = (
     check_long_prefill_threshold,
     check_backend_world_size,
     check_nnodes_backend,
+    check_master_port_per_engine,
     check_device_memory_needs_cuda,
     check_memory_utilization_needs_cuda,
     check_cudagraph_needs_cuda,
