@@ -182,15 +182,24 @@ class TorchAttentionImpl(AttentionImpl):
         heads that share a KV head are laid out as that head's query rows ([kv_heads, group,
         head_size]), so each K/V row is read once per KV head and no GQA expansion is needed.
         """
-        for group in self._decode_plan(kv_cache, meta, reqs, starts):
-            shape = (len(group.tokens), group.padded_len, self.num_kv_heads, self.head_size)
+        groups = self._decode_plan(kv_cache, meta, reqs, starts)
+        # One gather of the decode queries in group order and one scatter of the results,
+        # rather than one of each per group.
+        tokens = torch.cat([group.tokens for group in groups])
+        queries = q.index_select(0, tokens)
+        outputs, first = [], 0
+        for group in groups:
+            n = len(group.tokens)
+            shape = (n, group.padded_len, self.num_kv_heads, self.head_size)
             k, v = (
                 x.view(shape).transpose(1, 2).to(q.dtype)
                 for x in gather_blocks(kv_cache, group.block_ids)
             )
-            q_g = q[group.tokens].view(len(group.tokens), self.num_kv_heads, -1, self.head_size)
+            q_g = queries[first : first + n].view(n, self.num_kv_heads, -1, self.head_size)
             o = F.scaled_dot_product_attention(q_g, k, v, attn_mask=group.mask, scale=self.scale)
-            out[group.tokens] = o.reshape(len(group.tokens), self.num_heads, self.head_size)
+            outputs.append(o.reshape(n, self.num_heads, self.head_size))
+            first += n
+        out.index_copy_(0, tokens, torch.cat(outputs))
 
     def _decode_plan(
         self,
