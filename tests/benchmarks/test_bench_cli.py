@@ -28,6 +28,10 @@ SMALL = (
     "cache.num_blocks_override=256",
     "model.max_model_len=256",
 )
+needs_matplotlib = pytest.mark.skipif(
+    importlib.util.find_spec("matplotlib") is None,
+    reason="the plots need the bench extra: pip install -e '.[bench]'",
+)
 
 
 def bench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -42,6 +46,7 @@ def _rows(sweep_dir: Path) -> list[dict[str, str]]:
         return list(reader)
 
 
+@needs_matplotlib
 def test_throughput_against_both_baselines(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     result = bench("-m", "bench.backend=engine,hf,hf_cb", *SMALL, f"hydra.sweep.dir={sweep}")
@@ -63,6 +68,7 @@ def test_throughput_against_both_baselines(tmp_path: Path) -> None:
     assert (sweep / "throughput.png").stat().st_size > 0
 
 
+@needs_matplotlib
 def test_serve_sweep_two_servers(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     result = bench(

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vllm_hydra.benchmarks.metrics import RequestRecord, serve_metrics
-from vllm_hydra.benchmarks.plots import pareto_front
+from vllm_hydra.benchmarks.metrics import RequestRecord, pareto_front, serve_metrics
 from vllm_hydra.benchmarks.summary import add_engine_speedup
 from vllm_hydra.config.bench import SLOConfig
 

@@ -91,3 +91,12 @@ def offline_metrics(num_requests: int, input_tokens: int, output_tokens: int, se
         "output_throughput": output_tokens / seconds,
         "total_token_throughput": (input_tokens + output_tokens) / seconds,
     }
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points no other point beats on both axes (more is better on both), by x."""
+    front: list[tuple[float, float]] = []
+    for x, y in sorted(points, key=lambda p: (-p[0], -p[1])):
+        if not front or y > front[-1][1]:
+            front.append((x, y))
+    return sorted(front)

@@ -18,6 +18,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from vllm_hydra.benchmarks.metrics import pareto_front
+
 Row = dict[str, Any]
 
 
@@ -83,15 +85,6 @@ def plot_ttft(rows: list[Row], path: Path) -> Path:
     ax.set_title("p99 time to first token against throughput (labels: job)")
     ax.grid(alpha=0.3)
     return _save(fig, path)
-
-
-def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """The points no other point beats on both axes (more is better on both), by x."""
-    front: list[tuple[float, float]] = []
-    for x, y in sorted(points, key=lambda p: (-p[0], -p[1])):
-        if not front or y > front[-1][1]:
-            front.append((x, y))
-    return sorted(front)
 
 
 def plot_pareto(rows: list[Row], path: Path) -> Path:

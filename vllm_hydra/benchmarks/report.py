@@ -72,6 +72,27 @@ CAMPAIGNS = (
         "Prefix caching on the shared-prefix workload, tiny model",
         ("bench=prefix", "cache.enable_prefix_caching=true,false"),
     ),
+    Campaign(
+        "tiny-compile",
+        "torch.compile against eager, tiny model",
+        ("bench.mode=throughput", "compilation=none,torch_compile"),
+        "The random workload; compiling happens at engine start-up, before the timed part.",
+    ),
+    Campaign(
+        "bench-125m-parallel",
+        "Tensor and data parallelism through the server, bench-125m (random weights, bf16)",
+        (
+            "bench.mode=serve",
+            "model=bench-125m",
+            "load=dummy",
+            "cache.kv_cache_memory_gib=1",
+            "bench.concurrency=64",
+            "parallel.tp=1,2",
+            "parallel.dp=1,2",
+        ),
+        "Every job shares the machine's cores between its tp x dp ranks (torch threads per "
+        "rank = cores / world size), so on 2 cores parallelism adds communication, not compute.",
+    ),
 )
 
 
