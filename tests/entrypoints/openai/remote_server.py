@@ -17,6 +17,8 @@ import httpx
 import openai
 import psutil
 
+from vllm_hydra.benchmarks.server_process import die_with_parent
+
 REPO = Path(__file__).resolve().parents[3]
 STARTUP_TIMEOUT_S = 120.0
 
@@ -50,6 +52,7 @@ class RemoteServer:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
+            preexec_fn=die_with_parent,  # no server outlives a pytest that was killed
         )
         self.url = f"http://127.0.0.1:{self.port}"
         self.ready_after_s: float | None = None
