@@ -421,16 +421,25 @@ class AsyncMPClient(MPClient):
 
 
 class _DPLoadBalancing:
-    """The DPLB clients' part: route by load (`DPLoadBalancer`), fed by the coordinator."""
+    """The DPLB clients' part: route by load (`DPLoadBalancer`), fed by the coordinator.
+
+    Mixed in before SyncMPClient or AsyncMPClient, whose __init__ and shutdown it wraps."""
 
     addresses: EngineZmqAddresses
     load_balancer: DPLoadBalancer
     load_subscriber: DPLoadSubscriber | None = None
 
-    def _start_load_balancing(self, dp_size: int) -> None:
+    def __init__(self, vllm_config: VllmConfig) -> None:
+        self.load_balancer = DPLoadBalancer(vllm_config.parallel.dp)
+        super().__init__(vllm_config)  # type: ignore[call-arg]
         address = self.addresses.coordinator_output
         assert address is not None, "dp > 1 always starts a coordinator"
         self.load_subscriber = DPLoadSubscriber(address, self.load_balancer)
+
+    def shutdown(self) -> None:
+        if self.load_subscriber is not None:
+            self.load_subscriber.shutdown()
+        super().shutdown()  # type: ignore[misc]
 
     def _engine_for(self, request_id: str) -> int:
         return self.load_balancer.assign(request_id)
@@ -441,35 +450,13 @@ class _DPLoadBalancing:
     def _track(self, outputs: EngineCoreOutputs) -> None:
         self.load_balancer.track(outputs)
 
-    def _stop_load_balancing(self) -> None:
-        if self.load_subscriber is not None:
-            self.load_subscriber.shutdown()
-
 
 class DPLBSyncMPClient(_DPLoadBalancing, SyncMPClient):
     """SyncMPClient over dp engines, for the offline `LLM`."""
 
-    def __init__(self, vllm_config: VllmConfig) -> None:
-        self.load_balancer = DPLoadBalancer(vllm_config.parallel.dp)
-        super().__init__(vllm_config)
-        self._start_load_balancing(vllm_config.parallel.dp)
-
-    def shutdown(self) -> None:
-        self._stop_load_balancing()
-        super().shutdown()
-
 
 class DPLBAsyncMPClient(_DPLoadBalancing, AsyncMPClient):
     """AsyncMPClient over dp engines, for `AsyncLLM` (vLLM's internal load balancing)."""
-
-    def __init__(self, vllm_config: VllmConfig) -> None:
-        self.load_balancer = DPLoadBalancer(vllm_config.parallel.dp)
-        super().__init__(vllm_config)
-        self._start_load_balancing(vllm_config.parallel.dp)
-
-    def shutdown(self) -> None:
-        self._stop_load_balancing()
-        super().shutdown()
 
 
 def make_sync_mp_client(vllm_config: VllmConfig) -> SyncMPClient:
