@@ -68,7 +68,10 @@ def test_stats_lines_match_the_metrics(tmp_path: pytest.TempPathFactory) -> None
     finally:
         server.stop()
 
-    assert any(int(x["running"]) > 0 for x in lines)
+    # A line's running/waiting are the engine's state when it is logged, which on a fast
+    # machine may fall after the work of its interval; the throughputs always cover it.
+    assert any(float(x["gen"]) > 0 for x in lines)
+    assert all(0 <= int(x["running"]) <= 6 for x in lines)
     prompt_tokens = sum(float(x["prompt"]) * float(x["dt"]) for x in lines)
     assert metrics["vllm:prompt_tokens_total"] == 7 * len(PROMPT_IDS)
     assert abs(prompt_tokens - metrics["vllm:prompt_tokens_total"]) <= _rounding_slack(
