@@ -7,13 +7,13 @@ import math
 import os
 import platform
 from dataclasses import asdict
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from vllm_hydra.config.bench import BenchConfig
+from vllm_hydra.config.resolved import plain_value
 from vllm_hydra.config.vllm import VllmConfig
 
 RESULTS_FILE = "results.json"
@@ -36,15 +36,11 @@ def environment(config: VllmConfig) -> dict[str, Any]:
 
 def _plain(value: Any) -> Any:
     """JSON-ready: enums as their values, inf/nan as strings JSON can carry."""
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
+    return plain_value(value, _finite_or_str)
+
+
+def _finite_or_str(value: Any) -> Any:
+    return str(value) if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def job_result(

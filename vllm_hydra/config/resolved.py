@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
@@ -11,19 +12,22 @@ from omegaconf import OmegaConf
 from vllm_hydra.config.vllm import VllmConfig
 
 
-def _plain(value: Any) -> Any:
+def plain_value(value: Any, leaf: Callable[[Any], Any] = lambda v: v) -> Any:
+    """Enums as their values, dicts and sequences recursed, every other value through `leaf`."""
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain_value(v, leaf) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
+        return [plain_value(v, leaf) for v in value]
+    return leaf(value)
 
 
 def resolved_config_dict(config: VllmConfig) -> dict[str, Any]:
     """Every section with its derived values; the architecture facts under `model_arch`."""
-    return {f.name: _plain(_asdict(getattr(config, f.name))) for f in dataclasses.fields(config)}
+    return {
+        f.name: plain_value(_asdict(getattr(config, f.name))) for f in dataclasses.fields(config)
+    }
 
 
 def _asdict(value: Any) -> Any:
