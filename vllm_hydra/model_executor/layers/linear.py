@@ -9,7 +9,6 @@ model's `load_weights` never needs to know the tensor-parallel layout.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from vllm_hydra.distributed.parallel_state import (
@@ -18,6 +17,7 @@ from vllm_hydra.distributed.parallel_state import (
     tensor_model_parallel_all_gather,
     tensor_model_parallel_all_reduce,
 )
+from vllm_hydra.model_executor.layers.utils import Gemm, default_gemm
 from vllm_hydra.model_executor.utils import as_tensor, copy_weight, set_weight_attrs, shard
 
 
@@ -35,10 +35,12 @@ def _new_param(*shape: int) -> nn.Parameter:
 
 
 class LinearBase(nn.Module):
-    """A [output, input] weight (nn.Linear's layout) plus an optional bias."""
+    """A [output, input] weight (nn.Linear's layout) plus an optional bias; `gemm` runs the
+    product (F.linear, or a packed oneDNN kernel once `pack_linear_weights` ran)."""
 
     def __init__(self, input_size: int, output_size: int) -> None:
         super().__init__()
+        self.gemm: Gemm = default_gemm
         self.input_size = input_size
         self.output_size = output_size
         self.tp_size = get_tensor_model_parallel_world_size()
@@ -76,7 +78,7 @@ class ColumnParallelLinear(LinearBase):
         copy_weight(param.data, shard(loaded_weight, 0, self.tp_rank, self.tp_size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.linear(x, self.weight, self.bias)
+        out = self.gemm(x, self.weight, self.bias)
         return tensor_model_parallel_all_gather(out) if self.gather_output else out
 
 
@@ -196,8 +198,8 @@ class RowParallelLinear(LinearBase):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.tp_size == 1:
-            return F.linear(x, self.weight, self.bias)
-        out = F.linear(x, self.weight)
+            return self.gemm(x, self.weight, self.bias)
+        out = self.gemm(x, self.weight, None)
         if self.reduce_results:
             out = tensor_model_parallel_all_reduce(out)
         return out if self.bias is None else out + self.bias

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from vllm_hydra.distributed.parallel_state import tensor_model_parallel_all_gather
@@ -21,7 +20,7 @@ class LogitsProcessor(nn.Module):
     def forward(self, lm_head: ParallelLMHead, hidden_states: torch.Tensor) -> torch.Tensor:
         # The matmul runs in the model dtype (the bf16 fast path on CPU); the sampler and the
         # logprobs need float32.
-        logits = F.linear(hidden_states, lm_head.weight)
+        logits = lm_head.gemm(hidden_states, lm_head.weight, None)
         logits = tensor_model_parallel_all_gather(logits)[..., : self.vocab_size].float()
         if self.scale != 1.0:
             logits.mul_(self.scale)

@@ -15,6 +15,7 @@ from vllm_hydra.distributed.parallel_state import (
     get_tensor_model_parallel_world_size,
     tensor_model_parallel_all_reduce,
 )
+from vllm_hydra.model_executor.layers.utils import Gemm, default_gemm
 from vllm_hydra.model_executor.utils import WeightShapeError, copy_weight, set_weight_attrs
 
 
@@ -65,7 +66,12 @@ class VocabParallelEmbedding(nn.Module):
 
 
 class ParallelLMHead(VocabParallelEmbedding):
-    """The output projection, vocabulary-split like the embedding (its weight may be tied)."""
+    """The output projection, vocabulary-split like the embedding (its weight may be tied);
+    the logits processor runs it through `gemm`, as the linear layers."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int) -> None:
+        super().__init__(num_embeddings, embedding_dim)
+        self.gemm: Gemm = default_gemm
 
     def tie_weights(self, embed_tokens: VocabParallelEmbedding) -> ParallelLMHead:
         """Share the embedding's weight (tie_word_embeddings)."""

@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vllm_hydra.config import LoadFormat, VllmConfig
+from vllm_hydra.config import CompilationMode, LoadFormat, VllmConfig
+from vllm_hydra.model_executor.layers.utils import pack_linear_weights
 from vllm_hydra.model_executor.model_loader.errors import ModelLoadError
 from vllm_hydra.model_executor.model_loader.weight_utils import (
     initialize_dummy_weights,
@@ -55,6 +56,9 @@ def get_model(vllm_config: VllmConfig) -> nn.Module:
                 "can run it"
             )
         load_checkpoint(model, Path(vllm_config.model_dir))
+    # Eager CPU only: Inductor does its own packing of what it compiles.
+    if vllm_config.compilation.mode is CompilationMode.none:
+        pack_linear_weights(model)
     return model.eval()
 
 
