@@ -1,4 +1,7 @@
-"""The torch backend against a dense reference: softmax(q k^T) v per request over its tokens."""
+"""The torch backend against a dense reference: softmax(q k^T) v per request over its tokens.
+
+Every test runs twice: decodes through the CPU kernel (csrc/cpu/attention.c), and through the
+pure-torch path that runs where the kernel cannot."""
 
 from __future__ import annotations
 
@@ -7,12 +10,24 @@ import random
 import pytest
 import torch
 
+from vllm_hydra import _custom_ops as ops
 from vllm_hydra.attention import Attention, AttentionMetadata, get_attn_backend
 from vllm_hydra.attention.backends.torch_attn import TorchAttentionBackend
 
 HEAD_SIZE = 16
 BLOCK_SIZE = 4
 NUM_BLOCKS = 512
+
+
+@pytest.fixture(autouse=True, params=["kernel", "torch"])
+def decode_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "torch":
+        monkeypatch.setattr(ops, "paged_attention_decode_supported", lambda *args: False)
+    else:
+        assert ops.paged_attention_decode_supported(
+            torch.zeros(1, 2 * HEAD_SIZE), torch.zeros(2, 1, BLOCK_SIZE, 1, HEAD_SIZE), 2, 1
+        ), "the CPU attention kernel did not build"
+    return request.param
 
 
 def dense_attention(

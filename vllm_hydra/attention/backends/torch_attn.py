@@ -1,33 +1,41 @@
-"""Paged attention in plain PyTorch: the CPU backend, and a reference on any device.
+"""Paged attention on CPU (and a reference on any device): SDPA for prompts, a paged kernel for
+decodes, as vLLM's CPU backend.
 
 Each step first scatters the new tokens' K/V into the paged cache by slot_mapping; then every
 request's queries attend over its sequence read back through its block table. Requests with
 several new tokens (prefills, chunked or behind a cached prefix) run one SDPA call each.
-Decodes (one new token) run in groups of similar length, one padded SDPA call per group, with
-each KV head's query heads laid out as its query rows (see `_decode`).
+Decodes (one new token) run in the C kernel (csrc/cpu/attention.c), which reads K/V in place
+from the blocks; where it cannot run (no compiler, fp16, an odd head size, another device) they
+run in groups of similar length, one padded SDPA call per group on gathered blocks, with each
+KV head's query heads laid out as its query rows (see `_decode`).
 
 Measured (2 threads, this project's 2-core CPU; one layer's decode step for 64 sequences of
-32-768 tokens, 12 query / 4 KV heads, head size 64, block size 16, blocks scattered; best of
-many runs on a shared machine): 3.9-4.3 ms in bf16 and 5.6 ms in fp32, against 9.2-10 ms for
-one SDPA call (enable_gqa) per sequence on its gathered blocks. A padded SDPA call with a mask
-and enable_gqa falls off the fast kernel in bf16 (about 4x slower), hence the head layout.
-Of what is left, SDPA is ~55% and the gather of the blocks ~35%.
+32-768 tokens, 12 query / 4 KV heads, head size 64, block size 16, blocks scattered): the
+kernel 1.9 ms in bf16 with the cache in the last-level cache, 2.8 ms per layer over 12 layers'
+caches that are not (9.6 GB/s; the machine reads 14.6 GB/s); the grouped SDPA path 3.9-5 ms
+(cached), of which SDPA is ~55% and the gather of the blocks ~35%; one SDPA call per sequence
+9.2-10 ms. A padded SDPA call with a mask and enable_gqa falls off the fast kernel in bf16
+(about 4x slower), hence the grouped path's head layout.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import accumulate
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
 
+from vllm_hydra import _custom_ops as ops
 from vllm_hydra.attention.backends.abstract import (
     AttentionBackend,
     AttentionImpl,
     AttentionMetadata,
 )
+
+T = TypeVar("T")
 
 # Decodes per padded SDPA call, times the cache's bytes per element: more amortises the
 # per-call cost, fewer wastes less padding and memory. Measured best: 8 in bf16, 4 in fp32.
@@ -182,6 +190,12 @@ class TorchAttentionImpl(AttentionImpl):
         heads that share a KV head are laid out as that head's query rows ([kv_heads, group,
         head_size]), so each K/V row is read once per KV head and no GQA expansion is needed.
         """
+        if ops.paged_attention_decode_supported(q, kv_cache, self.num_heads, self.num_kv_heads):
+            batch = self._step_cached(meta, ("kernel",), lambda: _kernel_batch(meta, reqs, starts))
+            ops.paged_attention_decode(
+                out, q, kv_cache, meta.block_table, *batch, self.scale, self.sliding_window
+            )
+            return
         groups = self._decode_plan(kv_cache, meta, reqs, starts)
         # One gather of the decode queries in group order and one scatter of the results,
         # rather than one of each per group.
@@ -208,11 +222,24 @@ class TorchAttentionImpl(AttentionImpl):
         reqs: list[int],
         starts: list[int],
     ) -> list[DecodeGroup]:
-        """The step's decode groups, built by the first layer and reused by the others (every
-        layer of a step sees the same metadata object; the plan's tensor ops would otherwise be
-        repeated per layer)."""
+        """The step's decode groups for the padded SDPA path."""
         group_size = max(1, DECODE_GROUP_BYTES // kv_cache.element_size())
         key = (self.sliding_window, kv_cache.shape[2], group_size)
+
+        def build() -> list[DecodeGroup]:
+            ordered = sorted(reqs, key=lambda i: meta.seq_lens_cpu[i])
+            return [
+                self._plan_decode_group(kv_cache, meta, ordered[g : g + group_size], starts)
+                for g in range(0, len(ordered), group_size)
+            ]
+
+        return self._step_cached(meta, key, build)
+
+    @staticmethod
+    def _step_cached(meta: AttentionMetadata, key: tuple[Any, ...], build: Callable[[], T]) -> T:
+        """What `build` makes for this step, built by the first layer and reused by the others
+        (every layer of a step sees the same metadata object; the plan's tensor ops would
+        otherwise be repeated per layer). `key` holds what else the plan depends on."""
         cached = TorchAttentionImpl._plan_cache
         # Identity of the metadata and of its length list: a runner that refilled one
         # metadata object in place would still assign new lists.
@@ -223,11 +250,7 @@ class TorchAttentionImpl(AttentionImpl):
             and cached[2] == key
         ):
             return cached[3]
-        reqs = sorted(reqs, key=lambda i: meta.seq_lens_cpu[i])
-        plan = [
-            self._plan_decode_group(kv_cache, meta, reqs[g : g + group_size], starts)
-            for g in range(0, len(reqs), group_size)
-        ]
+        plan = build()
         TorchAttentionImpl._plan_cache = (meta, meta.seq_lens_cpu, key, plan)
         return plan
 
@@ -270,3 +293,18 @@ class TorchAttentionImpl(AttentionImpl):
             pos < torch.tensor(hi, device=device)[:, None]
         )
         return mask[:, None, None, :]
+
+
+def _kernel_batch(
+    meta: AttentionMetadata, reqs: list[int], starts: list[int]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The decode requests for the CPU kernel as int32 (query rows, block-table rows, sequence
+    lengths), longest first: the kernel's threads take them in order, so the long ones do not
+    finish last."""
+    ordered = sorted(reqs, key=lambda i: -meta.seq_lens_cpu[i])
+    device = meta.block_table.device
+    return (
+        torch.tensor([starts[i] for i in ordered], dtype=torch.int32, device=device),
+        torch.tensor(ordered, dtype=torch.int32, device=device),
+        torch.tensor([meta.seq_lens_cpu[i] for i in ordered], dtype=torch.int32, device=device),
+    )

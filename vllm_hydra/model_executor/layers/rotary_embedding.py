@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from vllm_hydra import _custom_ops as ops
+
 
 class RotaryEmbedding(nn.Module):
     """Applies RoPE to q and k at given positions from a precomputed [max_pos, head] cos|sin."""
@@ -39,7 +41,16 @@ class RotaryEmbedding(nn.Module):
     def forward(
         self, positions: torch.Tensor, query: torch.Tensor, key: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """query [T, num_heads * head_size], key [T, num_kv_heads * head_size] -> rotated."""
+        """query [T, num_heads * head_size], key [T, num_kv_heads * head_size] -> rotated.
+        On CPU in bf16 the kernel (csrc/cpu) rotates them in place, with torch's roundings."""
+        if (
+            query.dim() == key.dim() == 2
+            and positions.dtype == torch.int64
+            and query.stride(1) == key.stride(1) == 1
+            and ops.bf16_kernels_supported(query, key, self.cos_sin_cache)
+        ):
+            ops.rotary_embedding(positions, query, key, self.head_size, self.cos_sin_cache)
+            return query, key
         cos, sin = self.cos_sin_cache.index_select(0, positions).unsqueeze(-2).chunk(2, dim=-1)
         return self._rotate(query, cos, sin), self._rotate(key, cos, sin)
 
