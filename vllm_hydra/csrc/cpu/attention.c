@@ -116,9 +116,10 @@ static inline __attribute__((always_inline)) void attend_item(
     const int64_t token_stride = (int64_t)num_kv_heads * head_size;
     const int64_t span = (int64_t)(kv_end - kv_begin) * head_size;  // elements per token row
     const int elem = dtype == DTYPE_F32 ? 4 : 2;
-    const int last_block = (seq_len - 1) / block_size;
-    for (int b = start / block_size; b < start / block_size + PREFETCH_BLOCKS && b <= last_block; b++)
-        prefetch_block(key, value, blocks[b], block_size, token_stride, kv_begin * head_size, span, elem);
+    const int first_block = start / block_size, last_block = (seq_len - 1) / block_size;
+    for (int b = first_block; b < first_block + PREFETCH_BLOCKS && b <= last_block; b++)
+        prefetch_block(key, value, blocks[b], block_size, token_stride, kv_begin * head_size,
+                       span, elem);
     for (int t0 = start; t0 < seq_len;) {
         // The tile: from t0 to the end of its block, at most TILE tokens.
         const int b = t0 / block_size;
