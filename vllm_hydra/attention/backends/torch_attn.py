@@ -11,7 +11,7 @@ KV head's query heads laid out as its query rows (see `_decode`).
 
 Measured (2 threads, this project's 2-core CPU; one layer's decode step for 64 sequences of
 32-768 tokens, 12 query / 4 KV heads, head size 64, block size 16, blocks scattered): the
-kernel 1.9 ms in bf16 with the cache in the last-level cache, 2.8 ms per layer over 12 layers'
+kernel 1.9-2.1 ms in bf16 with the cache in the last-level cache, 2.8 ms per layer over 12 layers'
 caches that are not (9.6 GB/s; the machine reads 14.6 GB/s); the grouped SDPA path 3.9-5 ms
 (cached), of which SDPA is ~55% and the gather of the blocks ~35%; one SDPA call per sequence
 9.2-10 ms. A padded SDPA call with a mask and enable_gqa falls off the fast kernel in bf16
@@ -183,9 +183,10 @@ class TorchAttentionImpl(AttentionImpl):
         reqs: list[int],
         starts: list[int],
     ) -> None:
-        """One new token per request, in groups of similar length: one padded SDPA call each.
+        """One new token per request: the C kernel over the blocks in place where it runs;
+        otherwise in groups of similar length, one padded SDPA call each.
 
-        Two things make this several times faster on CPU than one SDPA call per sequence
+        Two things make the groups several times faster on CPU than one SDPA call per sequence
         (measured: module docstring): the per-call cost is paid once per group, and the query
         heads that share a KV head are laid out as that head's query rows ([kv_heads, group,
         head_size]), so each K/V row is read once per KV head and no GQA expansion is needed.
