@@ -10,7 +10,6 @@ python serve.py --cfg job                        # print the composed config
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -18,7 +17,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from vllm_hydra.config import ConfigError, VllmConfig, check_supported, create_vllm_config
+from vllm_hydra.config import VllmConfig, check_supported, create_vllm_config
+from vllm_hydra.config.errors import exit_on_config_error
 from vllm_hydra.config.resolved import resolved_config_yaml
 from vllm_hydra.config.store import register_configs
 from vllm_hydra.entrypoints.dry_run import dry_run_report
@@ -26,7 +26,6 @@ from vllm_hydra.entrypoints.dry_run import dry_run_report
 logger = logging.getLogger("vllm_hydra.serve")
 
 # Exit status of a config that cannot run (Hydra's own compose errors exit 1).
-EXIT_CONFIG_ERROR = 2
 # Exit status of an engine that failed to start (the root cause is printed).
 EXIT_STARTUP_FAILURE = 3
 
@@ -60,13 +59,7 @@ def run(cfg: DictConfig) -> None:
 
 @hydra.main(config_path="conf", config_name="serve", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    try:
-        run(cfg)
-    except ConfigError as e:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"Config error: {e}", file=sys.stderr)
-        sys.exit(EXIT_CONFIG_ERROR)
+    exit_on_config_error(lambda: run(cfg))
 
 
 if __name__ == "__main__":

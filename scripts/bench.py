@@ -14,8 +14,6 @@ and plots in its sweep dir. The composed config is conf/bench.yaml: serve.yaml's
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 
 import hydra
@@ -24,11 +22,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from vllm_hydra.benchmarks.results import job_result, write_result
 from vllm_hydra.benchmarks.runner import objective, run_benchmark
-from vllm_hydra.config import ConfigError, check_supported, create_vllm_config
+from vllm_hydra.config import check_supported, create_vllm_config
 from vllm_hydra.config.bench import BenchConfig
+from vllm_hydra.config.errors import exit_on_config_error
 from vllm_hydra.config.store import register_configs
 
-EXIT_CONFIG_ERROR = 2
 # Overrides that configure the benchmark itself, not the server it starts.
 BENCH_ONLY_KEYS = ("bench", "hparams_search")
 
@@ -60,13 +58,7 @@ def run(cfg: DictConfig) -> float:
 
 @hydra.main(config_path="../conf", config_name="bench", version_base="1.3")
 def main(cfg: DictConfig) -> float:
-    try:
-        return run(cfg)
-    except ConfigError as e:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"Config error: {e}", file=sys.stderr)
-        sys.exit(EXIT_CONFIG_ERROR)
+    return exit_on_config_error(lambda: run(cfg))
 
 
 if __name__ == "__main__":

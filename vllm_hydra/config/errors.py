@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
 
 class ConfigError(ValueError):
     """A config value that cannot work. The message names the key, the value, the limit and a fix.
@@ -18,3 +25,19 @@ class ConfigError(ValueError):
             lines = "\n".join(f"  - {p}" for p in self.problems)
             message = f"{len(self.problems)} config errors:\n{lines}"
         super().__init__(message)
+
+
+# The exit status of a Hydra app whose config fails validation (compose errors exit 1).
+EXIT_CONFIG_ERROR = 2
+
+
+def exit_on_config_error(run: Callable[[], T]) -> T:
+    """`run()`, but a ConfigError ends the process with its message and EXIT_CONFIG_ERROR
+    (no traceback) unless HYDRA_FULL_ERROR=1 asks for one: the apps' shared entry guard."""
+    try:
+        return run()
+    except ConfigError as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"Config error: {e}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG_ERROR)
