@@ -12,7 +12,11 @@ import torch
 
 from vllm_hydra import _custom_ops as ops
 from vllm_hydra.attention import Attention, AttentionMetadata, get_attn_backend
-from vllm_hydra.attention.backends.torch_attn import TorchAttentionBackend
+from vllm_hydra.attention.backends.abstract import AttentionSpec
+from vllm_hydra.attention.backends.torch_attn import (
+    TorchAttentionBackend,
+    TorchAttentionMetadataBuilder,
+)
 
 HEAD_SIZE = 16
 BLOCK_SIZE = 4
@@ -87,6 +91,20 @@ def run_batch(
         torch.testing.assert_close(got.view(new, num_heads, HEAD_SIZE), expected, atol=atol, rtol=0)
 
 
+def plan(attn: Attention, kv_cache: torch.Tensor, meta: AttentionMetadata) -> AttentionMetadata:
+    """The step's metadata as the runner hands it to the layers: through the backend's builder."""
+    spec = AttentionSpec(
+        block_size=BLOCK_SIZE,
+        num_heads=attn.num_heads,
+        num_kv_heads=attn.num_kv_heads,
+        head_size=attn.head_size,
+        dtype=kv_cache.dtype,
+        kv_cache_dtype=kv_cache.dtype,
+        sliding_window=attn.impl.sliding_window,
+    )
+    return TorchAttentionMetadataBuilder(spec).build(meta)
+
+
 def call(
     attn: Attention,
     kv_cache: torch.Tensor,
@@ -105,7 +123,7 @@ def call(
     q = torch.cat([pick(s[3], s[0]) for s in seqs]).flatten(1)
     k = torch.cat([pick(s[4], s[0]) for s in seqs]).flatten(1)
     v = torch.cat([pick(s[5], s[0]) for s in seqs]).flatten(1)
-    return attn(q, k, v, kv_cache, meta)
+    return attn(q, k, v, kv_cache, plan(attn, kv_cache, meta))
 
 
 # (cached context, new tokens): prefills, chunked/prefix continuations, decodes, 1-token prefill
@@ -144,7 +162,7 @@ def test_padded_rows_and_profiling_run_give_zeros() -> None:
     assert not attn(q, kv, kv, kv_cache, None).any()  # no metadata: a profiling run
     assert not kv_cache.any()
     meta = AttentionMetadata.build([3], [3], [[1]], BLOCK_SIZE)  # 3 real tokens, 2 of padding
-    out = attn(q, kv, kv, kv_cache, meta)
+    out = attn(q, kv, kv, kv_cache, plan(attn, kv_cache, meta))
     assert out[:3].abs().sum() > 0 and not out[3:].any()
 
 

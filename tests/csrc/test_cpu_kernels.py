@@ -10,8 +10,11 @@ import torch
 import torch.nn.functional as F
 
 from vllm_hydra import _custom_ops as ops
-from vllm_hydra.attention.backends.abstract import AttentionMetadata
-from vllm_hydra.attention.backends.torch_attn import TorchAttentionImpl
+from vllm_hydra.attention.backends.abstract import AttentionMetadata, AttentionSpec
+from vllm_hydra.attention.backends.torch_attn import (
+    TorchAttentionImpl,
+    TorchAttentionMetadataBuilder,
+)
 from vllm_hydra.model_executor.layers.activation import SiluAndMul
 from vllm_hydra.model_executor.layers.layernorm import RMSNorm
 from vllm_hydra.model_executor.layers.rotary_embedding import get_rope
@@ -150,10 +153,14 @@ def test_paged_decode_attention_matches_the_torch_path(
     flat = kv.view(2, -1, num_kv_heads * head_size)
     k_new, v_new = flat[0, slots].clone(), flat[1, slots].clone()
     assert ops.paged_attention_decode_supported(q, kv, num_heads, num_kv_heads)
-    got = impl.forward(q, k_new, v_new, kv, meta)
+    spec = AttentionSpec(block_size, num_heads, num_kv_heads, head_size, dtype, dtype, window)
+    kernel_plan = TorchAttentionMetadataBuilder(spec).build(meta)
+    assert kernel_plan.decode_kernel_batch is not None
+    got = impl.forward(q, k_new, v_new, kv, kernel_plan)
     torch_only(monkeypatch)
-    TorchAttentionImpl._plan_cache = None
-    expected = impl.forward(q, k_new, v_new, kv, meta)
+    torch_plan = TorchAttentionMetadataBuilder(spec).build(meta)
+    assert torch_plan.decode_kernel_batch is None
+    expected = impl.forward(q, k_new, v_new, kv, torch_plan)
     tol = 2e-6 if dtype == torch.float32 else 1.6e-2  # one bf16 rounding of values below 2
     torch.testing.assert_close(got, expected, atol=tol, rtol=0)
 

@@ -1,10 +1,11 @@
 """`compilation.mode=cudagraph`: decode steps captured as CUDA graphs and replayed.
 
 At start-up the model forward of a decode-only batch is captured once per size in
-`compilation.cudagraph_capture_sizes`, over static input buffers (token ids, positions, slot
-mapping, query start locations, sequence lengths, block table). A decode step of n requests
-copies its inputs into those buffers and replays the graph of the smallest captured size >= n;
-the padding requests have no query tokens and no cache slot (slot -1), so the kernels skip them.
+`compilation.cudagraph_capture_sizes`, over the model runner's persistent input buffers (token
+ids, positions, slot mapping, query start locations, sequence lengths, and the input batch's
+block table): every step writes its inputs there anyway, so a decode step of n requests only
+pads rows n.. and replays the graph of the smallest captured size >= n. The padding requests
+have no query tokens and no cache slot (slot -1), so the kernels skip them.
 Batches with a prefill, or larger than the largest size, run eagerly.
 
 Only the Triton attention backend can be captured: nothing it launches depends on host-side
@@ -20,6 +21,8 @@ import torch
 from torch import nn
 
 from vllm_hydra.attention.backends.abstract import AttentionMetadata
+from vllm_hydra.worker.block_table import BlockTable
+from vllm_hydra.worker.model_inputs import InputBuffers
 
 logger = logging.getLogger(__name__)
 
@@ -35,27 +38,31 @@ class CUDAGraphRunner:
         kv_caches: list[torch.Tensor],
         capture_sizes: list[int],
         max_model_len: int,
-        block_size: int,
-        device: torch.device,
+        buffers: InputBuffers,
+        block_table: BlockTable,
     ) -> None:
         self.model = model
         self.kv_caches = kv_caches
         self.sizes = sorted(set(capture_sizes))
         self.max_model_len = max_model_len
-        largest = self.sizes[-1]
-        max_blocks = -(-max_model_len // block_size)
-        self.input_ids = torch.zeros(largest, dtype=torch.int64, device=device)
-        self.positions = torch.zeros(largest, dtype=torch.int64, device=device)
-        self.slot_mapping = torch.full((largest,), -1, dtype=torch.int64, device=device)
-        self.query_start_loc = torch.arange(largest + 1, dtype=torch.int32, device=device)
-        self.seq_lens = torch.ones(largest, dtype=torch.int32, device=device)
-        self.block_table = torch.zeros(largest, max_blocks, dtype=torch.int32, device=device)
+        # The device side of the runner's buffers: the graphs read them in place.
+        self.input_ids = buffers.input_ids.gpu
+        self.positions = buffers.positions.gpu
+        self.slot_mapping = buffers.slot_mapping.gpu
+        self.query_start_loc = buffers.query_start_loc.gpu
+        self.seq_lens = buffers.seq_lens.gpu
+        self.block_table = block_table.table.gpu
         self.outputs: dict[int, torch.Tensor] = {}
         self.replays: dict[int, Replay] = {}
         self._pool: tuple[int, int] | None = None
 
     def capture(self) -> None:
         """Capture every size, largest first, so the smaller graphs reuse its memory pool."""
+        # A batch of one-token requests that write no cache slot, for the warm-up runs.
+        largest = self.sizes[-1]
+        self.query_start_loc[: largest + 1].copy_(torch.arange(largest + 1))
+        self.seq_lens[:largest].fill_(1)
+        self.slot_mapping[:largest].fill_(-1)
         for size in reversed(self.sizes):
             self.replays[size] = self._record(size)
         logger.info("CUDA graphs captured for decode batch sizes %s", self.sizes)
@@ -66,34 +73,19 @@ class CUDAGraphRunner:
             return None
         return next((s for s in self.sizes if s >= meta.num_reqs), None)
 
-    def run(
-        self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata
-    ) -> torch.Tensor:
-        """The hidden states of a decode batch that `padded_size` accepted."""
+    def run(self, meta: AttentionMetadata) -> torch.Tensor:
+        """The hidden states of a decode batch that `padded_size` accepted, whose inputs the
+        runner has written into the buffers' first rows."""
         size = self.padded_size(meta)
         assert size is not None, "run() only takes batches padded_size() accepts"
-        self._fill_buffers(input_ids, positions, meta, size)
+        self._pad_buffers(meta.num_reqs, size)
         self.replays[size]()
         return self.outputs[size][: meta.num_reqs]
 
-    def _fill_buffers(
-        self,
-        input_ids: torch.Tensor,
-        positions: torch.Tensor,
-        meta: AttentionMetadata,
-        size: int,
-    ) -> None:
-        n = meta.num_reqs
-        self.input_ids[:n].copy_(input_ids, non_blocking=True)
-        self.positions[:n].copy_(positions, non_blocking=True)
-        self.slot_mapping[:n].copy_(meta.slot_mapping, non_blocking=True)
+    def _pad_buffers(self, n: int, size: int) -> None:
         self.slot_mapping[n:size].fill_(-1)  # padding writes no cache slot...
-        self.query_start_loc[: n + 1].copy_(meta.query_start_loc, non_blocking=True)
         self.query_start_loc[n + 1 : size + 1].fill_(n)  # ...and has no query tokens
-        self.seq_lens[:n].copy_(meta.seq_lens, non_blocking=True)
         self.seq_lens[n:size].fill_(0)
-        width = meta.block_table.shape[1]
-        self.block_table[:n, :width].copy_(meta.block_table, non_blocking=True)
 
     def _metadata(self, size: int) -> AttentionMetadata:
         """Metadata over the static buffers. max_seq_len is the bound the kernels size their

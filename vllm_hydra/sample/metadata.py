@@ -75,11 +75,11 @@ class SamplingMetadata:
             top_k=_top_k(params, vocab_size, device),
             min_p=_floats_if([p.min_p for p in params], lambda v: v > 0.0, device),
             generators=generators,
-            max_num_logprobs=_max_num_logprobs(params, vocab_size),
+            max_num_logprobs=batch_max_num_logprobs(params, vocab_size),
             **penalties,
-            logit_bias=_logit_bias(params, device),
-            min_tokens_mask=_min_tokens_mask(
-                params, output_token_ids, eos_token_ids, vocab_size, device
+            logit_bias=build_logit_bias(params, device),
+            min_tokens_mask=build_min_tokens_mask(
+                params, [len(o) for o in output_token_ids], eos_token_ids, vocab_size, device
             ),
         )
 
@@ -104,7 +104,7 @@ def _top_k(
     return torch.tensor(ks, dtype=torch.int64, device=device)
 
 
-def _max_num_logprobs(params: Sequence[SamplingParams], vocab_size: int) -> int | None:
+def batch_max_num_logprobs(params: Sequence[SamplingParams], vocab_size: int) -> int | None:
     asked = [p.logprobs for p in params if p.logprobs is not None]
     asked = [vocab_size if n == -1 else n for n in asked]
     return min(max(asked), vocab_size) if asked else None
@@ -156,7 +156,7 @@ def _sparse(entries: list[tuple[int, int, float]], device: torch.device) -> Spar
     )
 
 
-def _logit_bias(params: Sequence[SamplingParams], device: torch.device) -> SparseLogits | None:
+def build_logit_bias(params: Sequence[SamplingParams], device: torch.device) -> SparseLogits | None:
     entries = [
         (row, int(token_id), float(bias))
         for row, p in enumerate(params)
@@ -171,17 +171,19 @@ def _eos_list(eos: EosTokenIds) -> list[int]:
     return [eos] if isinstance(eos, int) else list(eos)
 
 
-def _min_tokens_mask(
+def build_min_tokens_mask(
     params: Sequence[SamplingParams],
-    output_token_ids: Sequence[Sequence[int]],
+    num_output_tokens: Sequence[int],
     eos_token_ids: Sequence[EosTokenIds] | None,
     vocab_size: int,
     device: torch.device,
 ) -> SparseLogits | None:
     eos_rows = eos_token_ids if eos_token_ids is not None else [None] * len(params)
     entries = []
-    for row, (p, output, eos) in enumerate(zip(params, output_token_ids, eos_rows, strict=True)):
-        if len(output) >= p.min_tokens:
+    for row, (p, num_output, eos) in enumerate(
+        zip(params, num_output_tokens, eos_rows, strict=True)
+    ):
+        if num_output >= p.min_tokens:
             continue
         banned = set(p.stop_token_ids) | (set() if p.ignore_eos else set(_eos_list(eos)))
         # An EOS id past the logits' vocab can never be sampled, so there is nothing to mask.

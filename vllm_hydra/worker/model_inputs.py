@@ -1,86 +1,84 @@
-"""Flattening one scheduled step into model inputs: token ids, positions, slot mapping, block
-tables and query/sequence lengths for every request, prefills and decodes alike."""
+"""Flattening one scheduled step of the input batch into model inputs, vectorised with numpy:
+token ids, positions, slot mapping and query/sequence lengths for every row, prefills and
+decodes alike, written into persistent buffers (which CUDA graphs capture as their inputs)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from vllm_hydra.attention.backends.abstract import AttentionMetadata
-from vllm_hydra.worker.request_state import CachedRequestState
+from vllm_hydra.worker.cpu_gpu_buffer import CpuGpuBuffer
+from vllm_hydra.worker.input_batch import InputBatch
+
+
+class InputBuffers:
+    """The step's flat inputs, preallocated for the largest step (tokens and requests)."""
+
+    def __init__(self, max_num_tokens: int, max_num_reqs: int, device: torch.device) -> None:
+        self.input_ids = CpuGpuBuffer(max_num_tokens, dtype=torch.int64, device=device)
+        self.positions = CpuGpuBuffer(max_num_tokens, dtype=torch.int64, device=device)
+        self.slot_mapping = CpuGpuBuffer(max_num_tokens, dtype=torch.int64, device=device)
+        self.query_start_loc = CpuGpuBuffer(max_num_reqs + 1, dtype=torch.int32, device=device)
+        self.seq_lens = CpuGpuBuffer(max_num_reqs, dtype=torch.int32, device=device)
+        self.arange = np.arange(max(max_num_tokens, max_num_reqs) + 1, dtype=np.int64)
 
 
 @dataclass
 class ModelInputs:
-    req_ids: list[str]  # scheduled requests, in batch order
-    starts: list[int]  # each request's num_computed_tokens before this step
-    query_lens: list[int]  # tokens computed this step per request
+    num_reqs: int
     input_ids: torch.Tensor  # [num_tokens]
     positions: torch.Tensor  # [num_tokens]
     attn_metadata: AttentionMetadata
-    # Requests whose last token is computed this step sample their next token.
-    sample_req_ids: list[str]
-    logits_indices: torch.Tensor  # [num_sampling] row of each sampling request's last token
+    starts: np.ndarray  # [num_reqs] each row's num_computed_tokens before this step
+    query_lens: np.ndarray  # [num_reqs] tokens computed this step per row
+    # [num_reqs] the flat row of each request's last token, whose logits are computed.
+    logits_indices: torch.Tensor
+    # [num_reqs] whether the row's last token is its last known one, so it samples the next
+    # (False for a prefill chunk that is not the last).
+    sample_mask: np.ndarray
 
 
 def prepare_inputs(
-    states: list[CachedRequestState],
-    query_lens: list[int],
-    block_size: int,
-    device: torch.device,
+    batch: InputBatch, num_scheduled: np.ndarray, buffers: InputBuffers
 ) -> ModelInputs:
-    """Build the flat batch: request i computes tokens [start_i, start_i + query_len_i)."""
-    starts = [s.num_computed_tokens for s in states]
-    token_ids: list[int] = []
-    positions: list[int] = []
-    slots: list[int] = []
-    for state, start, n in zip(states, starts, query_lens, strict=True):
-        token_ids += state.token_ids(start, start + n)
-        positions += range(start, start + n)
-        slots += _slots(state.block_ids, start, n, block_size)
-    seq_lens = [start + n for start, n in zip(starts, query_lens, strict=True)]
-    sampling = [i for i, s in enumerate(states) if seq_lens[i] == s.num_tokens]
-    cu_query = _cumsum(query_lens)
+    """Row r computes tokens [num_computed_r, num_computed_r + num_scheduled[r])."""
+    n = batch.num_reqs
+    cu = np.cumsum(num_scheduled)
+    total = int(cu[-1])
+    # For each flat token: its row and its offset within the row's new tokens.
+    req_indices = np.repeat(buffers.arange[:n], num_scheduled)
+    offsets = buffers.arange[:total] - np.repeat(cu - num_scheduled, num_scheduled)
+    starts = batch.num_computed_tokens_cpu[:n].copy()
+    positions = buffers.positions.np[:total]
+    np.add(starts[req_indices], offsets, out=positions)
+    width = batch.token_ids_cpu.shape[1]
+    buffers.input_ids.np[:total] = batch.token_ids_cpu.ravel()[req_indices * width + positions]
+    batch.block_table.compute_slot_mapping(req_indices, positions, buffers.slot_mapping.np[:total])
+    buffers.query_start_loc.np[0] = 0
+    buffers.query_start_loc.np[1 : n + 1] = cu
+    seq_lens = buffers.seq_lens.np[:n]
+    np.add(starts, num_scheduled, out=seq_lens)
     attn_metadata = AttentionMetadata(
-        num_actual_tokens=len(token_ids),
-        query_start_loc=torch.tensor(cu_query, dtype=torch.int32, device=device),
-        seq_lens=torch.tensor(seq_lens, dtype=torch.int32, device=device),
-        block_table=_block_table(states, device),
-        slot_mapping=torch.tensor(slots, dtype=torch.int64, device=device),
-        max_query_len=max(query_lens),
-        max_seq_len=max(seq_lens),
-        query_lens_cpu=list(query_lens),
-        seq_lens_cpu=seq_lens,
+        num_actual_tokens=total,
+        query_start_loc=buffers.query_start_loc.copy_to_gpu(n + 1),
+        seq_lens=buffers.seq_lens.copy_to_gpu(n),
+        block_table=batch.block_table.commit(n),
+        slot_mapping=buffers.slot_mapping.copy_to_gpu(total),
+        max_query_len=int(num_scheduled.max()),
+        max_seq_len=int(seq_lens.max()),
+        query_lens_cpu=num_scheduled.tolist(),
+        seq_lens_cpu=seq_lens.tolist(),
     )
     return ModelInputs(
-        req_ids=[s.req_id for s in states],
-        starts=starts,
-        query_lens=list(query_lens),
-        input_ids=torch.tensor(token_ids, dtype=torch.int64, device=device),
-        positions=torch.tensor(positions, dtype=torch.int64, device=device),
+        num_reqs=n,
+        input_ids=buffers.input_ids.copy_to_gpu(total),
+        positions=buffers.positions.copy_to_gpu(total),
         attn_metadata=attn_metadata,
-        sample_req_ids=[states[i].req_id for i in sampling],
-        logits_indices=torch.tensor(
-            [cu_query[i + 1] - 1 for i in sampling], dtype=torch.int64, device=device
-        ),
+        starts=starts,
+        query_lens=num_scheduled,
+        logits_indices=torch.from_numpy(cu - 1).to(batch.device),
+        sample_mask=seq_lens == batch.num_tokens[:n],
     )
-
-
-def _slots(block_ids: list[int], start: int, n: int, block_size: int) -> list[int]:
-    return [
-        block_ids[p // block_size] * block_size + p % block_size for p in range(start, start + n)
-    ]
-
-
-def _cumsum(values: list[int]) -> list[int]:
-    out = [0]
-    for v in values:
-        out.append(out[-1] + v)
-    return out
-
-
-def _block_table(states: list[CachedRequestState], device: torch.device) -> torch.Tensor:
-    width = max(len(s.block_ids) for s in states)
-    rows = [s.block_ids + [0] * (width - len(s.block_ids)) for s in states]
-    return torch.tensor(rows, dtype=torch.int32, device=device)

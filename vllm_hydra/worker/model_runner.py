@@ -1,8 +1,10 @@
 """`ModelRunner`: runs one scheduled step on a device (the seed's GPUModelRunner, device-agnostic).
 
-It keeps each request's tokens, blocks and RNG between steps (the scheduler sends only what
-changed), flattens the step into one batch of prefills and decodes, runs the model over the
-paged KV cache, samples, and computes logprobs.
+It keeps each request's state between steps (`CachedRequestState`) and the scheduled ones as
+rows of the persistent `InputBatch`, updated in place from what the scheduler says changed;
+flattens the step into one batch of prefills and decodes (vectorised, into persistent buffers),
+has the backend's `AttentionMetadataBuilder` plan the step's attention once, runs the model over
+the paged KV cache, samples, and computes logprobs.
 
 Under pipeline parallelism a stage runs only its layers: it receives the residual stream from
 the previous stage, sends its own to the next, and only the last stage computes logits and
@@ -13,18 +15,20 @@ samples. Stages before the last learn each request's sampled tokens from the sch
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
+import numpy as np
 import torch
 from torch import nn
 
-from vllm_hydra.attention.backends.abstract import AttentionMetadata
+from vllm_hydra.attention.backends.abstract import AttentionMetadata, AttentionSpec
 from vllm_hydra.attention.selector import get_attn_backend
 from vllm_hydra.compilation.cuda_graph import CUDAGraphRunner
 from vllm_hydra.compilation.torch_compile import ModelForward, compile_model
 from vllm_hydra.config.compilation import CompilationMode
 from vllm_hydra.config.memory_plan import kv_heads_per_rank
 from vllm_hydra.config.vllm import VllmConfig
-from vllm_hydra.core.sched_output import SchedulerOutput
+from vllm_hydra.core.sched_output import CachedRequestData, SchedulerOutput
 from vllm_hydra.distributed.parallel_state import get_pp_group
 from vllm_hydra.distributed.utils import get_pp_indices
 from vllm_hydra.model_executor.model_loader import get_model
@@ -32,14 +36,13 @@ from vllm_hydra.outputs import LogprobsTensors, ModelRunnerOutput
 from vllm_hydra.sample.logprobs import compute_logprobs, gather_logprobs
 from vllm_hydra.sample.metadata import SamplingMetadata
 from vllm_hydra.sample.sampler import Sampler
-from vllm_hydra.sampling_params import SamplingParams
 from vllm_hydra.sequence import IntermediateTensors
-from vllm_hydra.worker.model_inputs import ModelInputs, prepare_inputs
+from vllm_hydra.worker.input_batch import InputBatch
+from vllm_hydra.worker.model_inputs import InputBuffers, ModelInputs, prepare_inputs
 from vllm_hydra.worker.request_state import CachedRequestState
 
 logger = logging.getLogger(__name__)
 
-PROFILE_PARAMS = SamplingParams(temperature=0.0, max_tokens=1)
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -51,13 +54,42 @@ class ModelRunner:
         self.vocab_size = vllm_config.arch.vocab_size
         self.kv_cache_dtype = TORCH_DTYPES[vllm_config.cache.cache_dtype.value]
         self.attn_backend = get_attn_backend(vllm_config.attention.backend.value)
+        self.attn_metadata_builder = self.attn_backend.get_builder_cls()(
+            self._attention_spec(), device
+        )
         self.model: nn.Module | None = None
         # The model forward as compilation.mode runs it (eager or under torch.compile).
         self.model_forward: ModelForward | None = None
         self.cudagraph_runner: CUDAGraphRunner | None = None
         self.kv_caches: list[torch.Tensor] = []
         self.requests: dict[str, CachedRequestState] = {}
+        scheduler, compilation = vllm_config.scheduler, vllm_config.compilation
+        # Room for the largest captured decode batch too: the graphs read these buffers.
+        largest_graph = max(compilation.cudagraph_capture_sizes or [0])
+        max_num_reqs = max(scheduler.max_num_seqs, largest_graph)
+        max_num_tokens = max(scheduler.max_num_batched_tokens or 1, largest_graph)
+        self.input_batch = InputBatch(
+            max_num_reqs, self._max_model_len(), self.block_size, self.vocab_size, device
+        )
+        self.input_buffers = InputBuffers(max_num_tokens, max_num_reqs, device)
         self.sampler = Sampler()
+
+    def _max_model_len(self) -> int:
+        max_model_len = self.config.model.max_model_len
+        assert max_model_len is not None, "create_vllm_config resolves model.max_model_len"
+        return max_model_len
+
+    def _attention_spec(self) -> AttentionSpec:
+        arch = self.config.arch
+        return AttentionSpec(
+            block_size=self.block_size,
+            num_heads=max(1, arch.num_attention_heads // self.config.parallel.tp),
+            num_kv_heads=kv_heads_per_rank(self.config),
+            head_size=arch.head_dim,
+            dtype=TORCH_DTYPES[self.config.model.dtype.value],
+            kv_cache_dtype=self.kv_cache_dtype,
+            sliding_window=arch.sliding_window,
+        )
 
     # ---- set-up ----
 
@@ -85,10 +117,7 @@ class ModelRunner:
             # Fixed shapes: else Dynamo's duck sizing ties a cache dim to an equal token count.
             torch._dynamo.mark_static(kv_cache)
         for n in (2, 1):
-            meta = AttentionMetadata.build([n], [n], [[0] * n], self.block_size, self.device)
-            ids = torch.zeros(n, dtype=torch.int64, device=self.device)
-            positions = torch.arange(n, device=self.device)
-            self.model_forward(ids, positions, self.kv_caches, meta)
+            self._dummy_forward(n, [0] * n)
 
     def _capture_cudagraphs(self) -> None:
         compilation = self.config.compilation
@@ -96,9 +125,9 @@ class ModelRunner:
             self._model(),
             self.kv_caches,
             compilation.cudagraph_capture_sizes or [1],
-            self.config.model.max_model_len or 1,
-            self.block_size,
-            self.device,
+            self._max_model_len(),
+            self.input_buffers,
+            self.input_batch.block_table,
         )
         self.cudagraph_runner.capture()
 
@@ -138,39 +167,55 @@ class ModelRunner:
         num_blocks = -(-num_tokens // self.block_size)
         saved = self.kv_caches
         self.initialize_kv_cache(num_blocks)
-        state = CachedRequestState(
-            "profile", [0] * num_tokens, PROFILE_PARAMS, None, list(range(num_blocks)), 0, None
-        )
-        inputs = prepare_inputs([state], [num_tokens], self.block_size, self.device)
-        received = None if get_pp_group().is_first_rank else self._empty_intermediate(num_tokens)
-        hidden = self._forward(inputs, received)
+        hidden = self._dummy_forward(num_tokens, list(range(num_blocks)))
         if isinstance(hidden, torch.Tensor):
             num_seqs = self.config.scheduler.max_num_seqs
             self._model().compute_logits(hidden[-num_seqs:])
         self.kv_caches = saved
+
+    def _dummy_forward(
+        self, num_tokens: int, block_ids: list[int]
+    ) -> torch.Tensor | IntermediateTensors:
+        """One prompt of num_tokens zeros in the given blocks (profiling and warm-up)."""
+        common = AttentionMetadata.build(
+            [num_tokens], [num_tokens], [block_ids], self.block_size, self.device
+        )
+        ids = torch.zeros(num_tokens, dtype=torch.int64, device=self.device)
+        positions = torch.arange(num_tokens, device=self.device)
+        received = None if get_pp_group().is_first_rank else self._empty_intermediate(num_tokens)
+        meta = self.attn_metadata_builder.build(common)
+        return self._forward(ids, positions, meta, received)
 
     # ---- one step ----
 
     @torch.inference_mode()
     def execute_model(self, scheduler_output: SchedulerOutput) -> ModelRunnerOutput:
         self._update_states(scheduler_output)
-        req_ids = list(scheduler_output.num_scheduled_tokens)
-        if not req_ids:
+        batch = self.input_batch
+        if not batch.num_reqs:
             return ModelRunnerOutput([], {}, [])
-        states = [self.requests[r] for r in req_ids]
-        query_lens = [scheduler_output.num_scheduled_tokens[r] for r in req_ids]
-        inputs = prepare_inputs(states, query_lens, self.block_size, self.device)
-        hidden = self._forward(inputs, self._recv_intermediate(inputs))
+        req_ids: list[str] = list(batch.req_ids)  # type: ignore[arg-type]  # condensed
+        scheduled = scheduler_output.num_scheduled_tokens
+        num_scheduled = np.array([scheduled[r] for r in req_ids], dtype=np.int32)
+        inputs = prepare_inputs(batch, num_scheduled, self.input_buffers)
+        inputs.attn_metadata = self.attn_metadata_builder.build(inputs.attn_metadata)
+        num_tokens = inputs.attn_metadata.num_actual_tokens
+        hidden = self._forward(
+            inputs.input_ids,
+            inputs.positions,
+            inputs.attn_metadata,
+            self._recv_intermediate(num_tokens),
+        )
+        req_id_to_index = {r: i for i, r in enumerate(req_ids)}
         if isinstance(hidden, IntermediateTensors):  # a stage before the last
             get_pp_group().send(hidden.as_list())
-            return ModelRunnerOutput(req_ids, {r: i for i, r in enumerate(req_ids)}, [])
-        prompt_logprobs = self._prompt_logprobs(hidden, inputs)
+            return ModelRunnerOutput(req_ids, req_id_to_index, [])
+        prompt_logprobs = self._prompt_logprobs(hidden, inputs, req_ids)
         sampled, logprobs = self._sample(hidden, inputs)
-        sampled_lists = [sampled.get(r, []) for r in req_ids]
         return ModelRunnerOutput(
             req_ids=req_ids,
-            req_id_to_index={r: i for i, r in enumerate(req_ids)},
-            sampled_token_ids=sampled_lists,
+            req_id_to_index=req_id_to_index,
+            sampled_token_ids=sampled,
             logprobs=logprobs.tolists() if logprobs is not None else None,
             prompt_logprobs_dict=prompt_logprobs,
         )
@@ -180,28 +225,61 @@ class ModelRunner:
         return self.model
 
     def _update_states(self, so: SchedulerOutput) -> None:
+        """Apply the step's differences to the request states and the batch rows. A request
+        not scheduled this step leaves the batch (keeping its state) until it is again."""
+        batch = self.input_batch
         for req_id in so.finished_req_ids | so.preempted_req_ids:
             self.requests.pop(req_id, None)
+            batch.remove_request(req_id)
+        for req_id in [r for r in batch.req_ids if r is not None]:
+            if req_id not in so.num_scheduled_tokens:
+                batch.remove_request(req_id)
+        joining = []
         for new in so.scheduled_new_reqs:
-            self.requests[new.req_id] = CachedRequestState.from_new_request(new, self.device)
+            state = CachedRequestState.from_new_request(new, self.device)
+            self.requests[new.req_id] = state
+            joining.append(state)
         cached = so.scheduled_cached_reqs
         for i, req_id in enumerate(cached.req_ids):
             state = self.requests[req_id]
-            state.num_computed_tokens = cached.num_computed_tokens[i]
-            if cached.new_block_ids[i]:
-                state.block_ids.extend(cached.new_block_ids[i] or [])
-            if cached.new_token_ids and cached.new_token_ids[i]:
-                state.set_token_ids(state.num_computed_tokens, cached.new_token_ids[i])
+            self._update_cached_request(state, cached, i)
+            if req_id not in batch.req_id_to_index:
+                joining.append(state)
+        for state in joining:
+            batch.add_request(state)
+        batch.condense()
+
+    def _update_cached_request(
+        self, state: CachedRequestState, cached: CachedRequestData, i: int
+    ) -> None:
+        """A continuing request's progress, new blocks and (pp) tokens, in its state and row."""
+        state.num_computed_tokens = cached.num_computed_tokens[i]
+        new_blocks = cached.new_block_ids[i] or []
+        state.block_ids.extend(new_blocks)
+        new_tokens = cached.new_token_ids[i] if cached.new_token_ids else []
+        if new_tokens:
+            state.set_token_ids(state.num_computed_tokens, new_tokens)
+        row = self.input_batch.req_id_to_index.get(state.req_id)
+        if row is None:  # rejoining: add_request writes the whole row
+            return
+        self.input_batch.num_computed_tokens_cpu[row] = state.num_computed_tokens
+        if new_blocks:
+            self.input_batch.block_table.append_row(new_blocks, row)
+        if new_tokens:
+            self.input_batch.set_token_ids(row, state.num_computed_tokens, new_tokens)
 
     def _forward(
-        self, inputs: ModelInputs, intermediate: IntermediateTensors | None = None
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        meta: AttentionMetadata,
+        intermediate: IntermediateTensors | None = None,
     ) -> torch.Tensor | IntermediateTensors:
-        meta = inputs.attn_metadata
         graphs = self.cudagraph_runner
         if graphs is not None and intermediate is None and graphs.padded_size(meta) is not None:
-            return graphs.run(inputs.input_ids, inputs.positions, meta)
+            return graphs.run(meta)  # the inputs sit in the buffers the graphs read
         forward = self.model_forward if self.model_forward is not None else self._model()
-        return forward(inputs.input_ids, inputs.positions, self.kv_caches, meta, intermediate)
+        return forward(input_ids, positions, self.kv_caches, meta, intermediate)
 
     def _empty_intermediate(self, num_tokens: int) -> IntermediateTensors:
         dtype = TORCH_DTYPES[self.config.model.dtype.value]
@@ -209,58 +287,79 @@ class ModelRunner:
             num_tokens, self.config.arch.hidden_size, dtype, self.device
         )
 
-    def _recv_intermediate(self, inputs: ModelInputs) -> IntermediateTensors | None:
+    def _recv_intermediate(self, num_tokens: int) -> IntermediateTensors | None:
         """The previous stage's residual stream for this step (None on the first stage)."""
         pp = get_pp_group()
         if pp.is_first_rank:
             return None
-        received = self._empty_intermediate(inputs.attn_metadata.num_actual_tokens)
+        received = self._empty_intermediate(num_tokens)
         pp.recv(received.as_list())
         return received
 
+    # ---- logits -> sampler ----
+
     def _sample(
         self, hidden: torch.Tensor, inputs: ModelInputs
-    ) -> tuple[dict[str, list[int]], LogprobsTensors | None]:
-        if not inputs.sample_req_ids:
-            return {}, None
-        states = [self.requests[r] for r in inputs.sample_req_ids]
+    ) -> tuple[list[list[int]], LogprobsTensors | None]:
+        """Each row's sampled token ([] for a prefill chunk that is not the last) and the
+        logprobs of the rows that sample. The one place from the logits to the sampler."""
+        mask = inputs.sample_mask
+        if not mask.any():
+            return [[] for _ in range(inputs.num_reqs)], None
         logits = self._model().compute_logits(hidden[inputs.logits_indices])
-        metadata = SamplingMetadata.build(
-            params=[s.sampling_params for s in states],
-            prompt_token_ids=[s.prompt_token_ids for s in states],
-            output_token_ids=[s.output_token_ids for s in states],
-            generators={i: s.generator for i, s in enumerate(states) if s.generator is not None},
-            vocab_size=self.vocab_size,
-            device=self.device,
-            eos_token_ids=[s.eos_token_id for s in states],
-        )
-        output = self.sampler(logits, metadata)
-        tokens = output.sampled_token_ids.tolist()
-        for state, token in zip(states, tokens, strict=True):
-            state.output_token_ids.append(token)
-        return {r: [t] for r, t in zip(inputs.sample_req_ids, tokens, strict=True)}, (
-            output.logprobs_tensors
-        )
+        # Issue 16 applies the rows' grammar bitmask (input_batch.grammar_bitmask) to the
+        # logits here, right before the sampler.
+        output = self.sampler(logits, self._sampling_metadata(mask))
+        tokens = output.sampled_token_ids.cpu().numpy()
+        rows = np.flatnonzero(mask)
+        self.input_batch.append_sampled(rows, tokens[rows])
+        for row in rows.tolist():
+            self.input_batch.requests[row].output_token_ids.append(int(tokens[row]))  # type: ignore[union-attr]
+        sampled = [[int(t)] if m else [] for t, m in zip(tokens.tolist(), mask, strict=True)]
+        logprobs = output.logprobs_tensors
+        if logprobs is not None and not mask.all():
+            logprobs = _select_rows(logprobs, torch.from_numpy(rows).to(self.device))
+        return sampled, logprobs
+
+    def _sampling_metadata(self, mask: np.ndarray) -> SamplingMetadata:
+        """The batch's metadata; a row that does not sample this step leaves its own RNG
+        untouched (its draw is discarded), so a seeded request's samples do not depend on
+        how its prompt was chunked."""
+        metadata = self.input_batch.sampling_metadata()
+        if mask.all() or not metadata.generators:
+            return metadata
+        generators = {r: g for r, g in metadata.generators.items() if mask[r]}
+        return replace(metadata, generators=generators)
 
     def _prompt_logprobs(
-        self, hidden: torch.Tensor, inputs: ModelInputs
+        self, hidden: torch.Tensor, inputs: ModelInputs, req_ids: list[str]
     ) -> dict[str, LogprobsTensors | None]:
         """Logprobs of the prompt tokens this step's chunk predicts (token p+1 from row p)."""
         result: dict[str, LogprobsTensors | None] = {}
-        offset = 0
-        for req_id, start, n in zip(inputs.req_ids, inputs.starts, inputs.query_lens, strict=True):
+        offsets = np.cumsum(inputs.query_lens) - inputs.query_lens
+        for row, req_id in enumerate(req_ids):
             state = self.requests[req_id]
             k = state.sampling_params.prompt_logprobs
-            end = min(start + n, state.num_prompt_tokens - 1)
-            if k is not None and start < end:
+            if k is None:
+                continue
+            start, offset = int(inputs.starts[row]), int(offsets[row])
+            end = min(start + int(inputs.query_lens[row]), state.num_prompt_tokens - 1)
+            if start < end:
                 rows = hidden[offset : offset + end - start]
                 logprobs = compute_logprobs(self._model().compute_logits(rows))
                 targets = torch.tensor(
                     state.prompt_token_ids[start + 1 : end + 1], device=self.device
                 )
                 result[req_id] = gather_logprobs(logprobs, self._num_logprobs(k), targets)
-            offset += n
         return result
 
     def _num_logprobs(self, k: int) -> int:
         return self.vocab_size if k == -1 else k
+
+
+def _select_rows(logprobs: LogprobsTensors, rows: torch.Tensor) -> LogprobsTensors:
+    return LogprobsTensors(
+        logprobs.logprob_token_ids[rows],
+        logprobs.logprobs[rows],
+        logprobs.selected_token_ranks[rows],
+    )

@@ -59,11 +59,3 @@ class CachedRequestState:
                 self.output_token_ids[index] = token_id
             else:
                 self.output_token_ids.append(token_id)
-
-    def token_ids(self, start: int, end: int) -> list[int]:
-        """Tokens [start, end) of prompt + outputs."""
-        num_prompt = len(self.prompt_token_ids)
-        if end <= num_prompt:
-            return self.prompt_token_ids[start:end]
-        tail = self.output_token_ids[max(start - num_prompt, 0) : end - num_prompt]
-        return self.prompt_token_ids[start:num_prompt] + tail

@@ -10,7 +10,8 @@ Prefills, chunked continuations and decodes (query_len 1) mix freely in one batc
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 
@@ -38,6 +39,10 @@ class AttentionMetadata:
     @property
     def num_reqs(self) -> int:
         return len(self.seq_lens_cpu)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields by name, tensors shared (not copied), to extend into a backend's metadata."""
+        return {f.name: getattr(self, f.name) for f in fields(AttentionMetadata)}
 
     @classmethod
     def build(
@@ -74,6 +79,33 @@ class AttentionMetadata:
             query_lens_cpu=list(query_lens),
             seq_lens_cpu=list(seq_lens),
         )
+
+
+@dataclass(frozen=True)
+class AttentionSpec:
+    """What a metadata builder needs to know about the attention layers it plans for (every
+    layer of a model here has the same)."""
+
+    block_size: int
+    num_heads: int  # query heads on this rank
+    num_kv_heads: int
+    head_size: int
+    dtype: torch.dtype  # of the queries
+    kv_cache_dtype: torch.dtype
+    sliding_window: int | None = None
+
+
+class AttentionMetadataBuilder(ABC):
+    """Turns a step's common metadata into what its backend reads, once per step for every
+    layer (vLLM's per-backend builder): plans that depend only on the batch layout are made
+    here, not in each layer's forward."""
+
+    def __init__(self, spec: AttentionSpec, device: torch.device | str = "cpu") -> None:
+        self.spec = spec
+        self.device = torch.device(device)
+
+    @abstractmethod
+    def build(self, common: AttentionMetadata) -> AttentionMetadata: ...
 
 
 class AttentionImpl(ABC):
@@ -119,6 +151,10 @@ class AttentionBackend(ABC):
     @staticmethod
     @abstractmethod
     def get_impl_cls() -> type[AttentionImpl]: ...
+
+    @staticmethod
+    @abstractmethod
+    def get_builder_cls() -> type[AttentionMetadataBuilder]: ...
 
     @staticmethod
     def get_kv_cache_shape(

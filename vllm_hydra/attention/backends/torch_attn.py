@@ -7,7 +7,9 @@ several new tokens (prefills, chunked or behind a cached prefix) run one SDPA ca
 Decodes (one new token) run in the C kernel (csrc/cpu/attention.c), which reads K/V in place
 from the blocks; where it cannot run (no compiler, fp16, an odd head size, another device) they
 run in groups of similar length, one padded SDPA call per group on gathered blocks, with each
-KV head's query heads laid out as its query rows (see `_decode`).
+KV head's query heads laid out as its query rows (see `_decode`). Which of the two runs, and
+the decode plan for it, is decided once per step by `TorchAttentionMetadataBuilder` and carried
+in `TorchAttentionMetadata` to every layer.
 
 Measured (2 threads, this project's 2-core CPU; one layer's decode step for 64 sequences of
 32-768 tokens, 12 query / 4 KV heads, head size 64, block size 16, blocks scattered): the
@@ -20,11 +22,10 @@ caches that are not (9.6 GB/s; the machine reads 14.6 GB/s); the grouped SDPA pa
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import accumulate
-from typing import Any, TypeVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -33,9 +34,9 @@ from vllm_hydra.attention.backends.abstract import (
     AttentionBackend,
     AttentionImpl,
     AttentionMetadata,
+    AttentionMetadataBuilder,
+    AttentionSpec,
 )
-
-T = TypeVar("T")
 
 # Decodes per padded SDPA call, times the cache's bytes per element: more amortises the
 # per-call cost, fewer wastes less padding and memory. Measured best: 8 in bf16, 4 in fp32.
@@ -50,6 +51,10 @@ class TorchAttentionBackend(AttentionBackend):
     @staticmethod
     def get_impl_cls() -> type[TorchAttentionImpl]:
         return TorchAttentionImpl
+
+    @staticmethod
+    def get_builder_cls() -> type[TorchAttentionMetadataBuilder]:
+        return TorchAttentionMetadataBuilder
 
 
 def write_to_kv_cache(
@@ -71,6 +76,14 @@ def gather_blocks(
     return kv_cache[0].index_select(0, block_ids), kv_cache[1].index_select(0, block_ids)
 
 
+def key_range(seq_len: int, q_len: int, block_size: int, window: int | None) -> tuple[int, int]:
+    """(first block, number of blocks) holding the keys these queries may attend to."""
+    first = 0
+    if window:  # the earliest query sees back to its window's start
+        first = max(0, seq_len - q_len - window + 1) // block_size
+    return first, -(-seq_len // block_size) - first
+
+
 @dataclass
 class DecodeGroup:
     """One padded SDPA call of a decode step: the flat token index of each request's query,
@@ -82,11 +95,124 @@ class DecodeGroup:
     mask: torch.Tensor | None
 
 
-class TorchAttentionImpl(AttentionImpl):
-    # (metadata, its seq_lens_cpu, (window, block size, group size), plan) of the last decode
-    # plan built; the objects are held so their identities cannot be reused by a later step's.
-    _plan_cache: tuple[Any, ...] | None = None
+@dataclass
+class DecodeKernelBatch:
+    """The decode requests for the CPU kernel as int32, longest first (the kernel's threads
+    take them in order, so the long ones do not finish last)."""
 
+    tokens: torch.Tensor  # each request's query row in the flat batch
+    reqs: torch.Tensor  # its block-table row
+    seq_lens: torch.Tensor
+
+
+@dataclass
+class TorchAttentionMetadata(AttentionMetadata):
+    """The common metadata plus the step's decode plan, built once for every layer."""
+
+    # Each request's first row in the flat batch, from the host-side lengths (reading
+    # query_start_loc would sync with a GPU).
+    query_starts: list[int]
+    # Requests with one new token, planned for the C kernel where it runs, else in groups.
+    decode_kernel_batch: DecodeKernelBatch | None
+    decode_groups: list[DecodeGroup]
+
+
+class TorchAttentionMetadataBuilder(AttentionMetadataBuilder):
+    """Plans each step's decodes once: for the C kernel when it can run these layers (CPU, the
+    query and cache dtypes alike, a supported head layout), else as padded SDPA groups."""
+
+    def __init__(self, spec: AttentionSpec, device: torch.device | str = "cpu") -> None:
+        super().__init__(spec, device)
+        query = torch.empty(
+            0, spec.num_heads * spec.head_size, dtype=spec.dtype, device=self.device
+        )
+        cache = torch.empty(
+            TorchAttentionBackend.get_kv_cache_shape(
+                1, spec.block_size, spec.num_kv_heads, spec.head_size
+            ),
+            dtype=spec.kv_cache_dtype,
+            device=self.device,
+        )
+        self.use_decode_kernel = ops.paged_attention_decode_supported(
+            query, cache, spec.num_heads, spec.num_kv_heads
+        )
+        self.group_size = max(1, DECODE_GROUP_BYTES // spec.kv_cache_dtype.itemsize)
+
+    def build(self, common: AttentionMetadata) -> TorchAttentionMetadata:
+        query_lens = np.asarray(common.query_lens_cpu)
+        seq_lens = np.asarray(common.seq_lens_cpu)
+        starts = [0, *accumulate(common.query_lens_cpu)]
+        decodes = np.flatnonzero(query_lens == 1)
+        kernel_batch, groups = None, []
+        if len(decodes) and self.use_decode_kernel:
+            kernel_batch = self._kernel_batch(decodes, seq_lens, np.asarray(starts))
+        elif len(decodes):
+            ordered = decodes[np.argsort(seq_lens[decodes], kind="stable")].tolist()
+            groups = [
+                self._decode_group(common, ordered[g : g + self.group_size], starts)
+                for g in range(0, len(ordered), self.group_size)
+            ]
+        return TorchAttentionMetadata(
+            **common.as_dict(),
+            query_starts=starts,
+            decode_kernel_batch=kernel_batch,
+            decode_groups=groups,
+        )
+
+    def _kernel_batch(
+        self, decodes: np.ndarray, seq_lens: np.ndarray, starts: np.ndarray
+    ) -> DecodeKernelBatch:
+        ordered = decodes[np.argsort(-seq_lens[decodes], kind="stable")]
+
+        def as_tensor(values: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(values.astype(np.int32)).to(self.device)
+
+        return DecodeKernelBatch(
+            as_tensor(starts[ordered]), as_tensor(ordered), as_tensor(seq_lens[ordered])
+        )
+
+    def _decode_group(
+        self, meta: AttentionMetadata, group: list[int], starts: list[int]
+    ) -> DecodeGroup:
+        """The blocks each request of the group attends to, padded to the longest, and the
+        [seqs, 1, 1, padded_len] mask of its real keys (None when no key is padding)."""
+        block_size, window, device = self.spec.block_size, self.spec.sliding_window, self.device
+        seq_lens = [meta.seq_lens_cpu[i] for i in group]
+        firsts = [key_range(n, 1, block_size, window)[0] for n in seq_lens]
+        num_blocks = max(-(-n // block_size) - f for n, f in zip(seq_lens, firsts, strict=True))
+        padded_len = num_blocks * block_size
+        # Columns past a request's last block read whatever the table holds there (block ids
+        # of the null block 0 or of a finished request's; the mask drops those keys).
+        cols = torch.tensor(firsts, device=device)[:, None] + torch.arange(
+            num_blocks, device=device
+        )
+        cols.clamp_(max=meta.block_table.shape[1] - 1)
+        block_ids = meta.block_table[torch.tensor(group, device=device)[:, None], cols].flatten()
+        # Gathered key j of a request is its token first * block_size + j.
+        hi = [n - f * block_size for n, f in zip(seq_lens, firsts, strict=True)]
+        lo = [max(0, h - window) if window else 0 for h in hi]
+        return DecodeGroup(
+            tokens=torch.tensor([starts[i] for i in group], device=device),
+            block_ids=block_ids,
+            padded_len=padded_len,
+            mask=_key_mask(lo, hi, padded_len, device),
+        )
+
+
+def _key_mask(
+    lo: list[int], hi: list[int], padded_len: int, device: torch.device
+) -> torch.Tensor | None:
+    """[seqs, 1, 1, padded_len]: True for keys lo[r] <= j < hi[r] of row r."""
+    if max(lo) == 0 and min(hi) == padded_len:
+        return None
+    pos = torch.arange(padded_len, device=device)[None, :]
+    mask = (pos >= torch.tensor(lo, device=device)[:, None]) & (
+        pos < torch.tensor(hi, device=device)[:, None]
+    )
+    return mask[:, None, None, :]
+
+
+class TorchAttentionImpl(AttentionImpl):
     def forward(
         self,
         query: torch.Tensor,
@@ -98,28 +224,19 @@ class TorchAttentionImpl(AttentionImpl):
         output = query.new_zeros(query.shape)  # contiguous, whatever the query's strides
         if attn_metadata is None:  # a profiling or warm-up run without a batch layout
             return output
-        n = attn_metadata.num_actual_tokens
+        assert isinstance(attn_metadata, TorchAttentionMetadata), "built by its builder"
+        meta = attn_metadata
+        n = meta.num_actual_tokens
         q = query[:n].reshape(n, self.num_heads, self.head_size)
         k = key[:n].reshape(n, self.num_kv_heads, self.head_size)
         v = value[:n].reshape(n, self.num_kv_heads, self.head_size)
-        write_to_kv_cache(k, v, kv_cache, attn_metadata.slot_mapping)
+        write_to_kv_cache(k, v, kv_cache, meta.slot_mapping)
         out = output[:n].view(n, self.num_heads, self.head_size)
-        # Token offsets from the CPU lists: reading query_start_loc would sync with a GPU.
-        starts = [0, *accumulate(attn_metadata.query_lens_cpu)]
-        decodes = [i for i, q_len in enumerate(attn_metadata.query_lens_cpu) if q_len == 1]
-        if decodes:
-            self._decode(q, out, kv_cache, attn_metadata, decodes, starts)
-        for i, q_len in enumerate(attn_metadata.query_lens_cpu):
+        self._decode(q, out, kv_cache, meta)
+        for i, q_len in enumerate(meta.query_lens_cpu):
             if q_len > 1:
-                self._prefill(q, k, v, out, kv_cache, attn_metadata, i, starts[i])
+                self._prefill(q, k, v, out, kv_cache, meta, i, meta.query_starts[i])
         return output
-
-    def _key_range(self, seq_len: int, q_len: int, block_size: int) -> tuple[int, int]:
-        """(first block, number of blocks) holding the keys these queries may attend to."""
-        first = 0
-        if self.sliding_window:  # the earliest query sees back to its window's start
-            first = max(0, seq_len - q_len - self.sliding_window + 1) // block_size
-        return first, -(-seq_len // block_size) - first
 
     def _prefill(
         self,
@@ -142,7 +259,7 @@ class TorchAttentionImpl(AttentionImpl):
         """
         q_len, seq_len = meta.query_lens_cpu[i], meta.seq_lens_cpu[i]
         block_size = kv_cache.shape[2]
-        first, num_blocks = self._key_range(seq_len, q_len, block_size)
+        first, num_blocks = key_range(seq_len, q_len, block_size, self.sliding_window)
         offset = first * block_size  # the position of the first gathered key
         if q_len == seq_len:  # no earlier context: the keys are this step's own
             k, v = k_new[start : start + q_len], v_new[start : start + q_len]
@@ -179,31 +296,38 @@ class TorchAttentionImpl(AttentionImpl):
         q: torch.Tensor,
         out: torch.Tensor,
         kv_cache: torch.Tensor,
-        meta: AttentionMetadata,
-        reqs: list[int],
-        starts: list[int],
+        meta: TorchAttentionMetadata,
     ) -> None:
-        """One new token per request: the C kernel over the blocks in place where it runs;
-        otherwise in groups of similar length, one padded SDPA call each.
+        """One new token per request, as the builder planned: the C kernel over the blocks in
+        place; otherwise in groups of similar length, one padded SDPA call each.
 
         Two things make the groups several times faster on CPU than one SDPA call per sequence
         (measured: module docstring): the per-call cost is paid once per group, and the query
         heads that share a KV head are laid out as that head's query rows ([kv_heads, group,
         head_size]), so each K/V row is read once per KV head and no GQA expansion is needed.
         """
-        if ops.paged_attention_decode_supported(q, kv_cache, self.num_heads, self.num_kv_heads):
-            batch = self._step_cached(meta, ("kernel",), lambda: _kernel_batch(meta, reqs, starts))
+        batch = meta.decode_kernel_batch
+        if batch is not None:
             ops.paged_attention_decode(
-                out, q, kv_cache, meta.block_table, *batch, self.scale, self.sliding_window
+                out,
+                q,
+                kv_cache,
+                meta.block_table,
+                batch.tokens,
+                batch.reqs,
+                batch.seq_lens,
+                self.scale,
+                self.sliding_window,
             )
             return
-        groups = self._decode_plan(kv_cache, meta, reqs, starts)
+        if not meta.decode_groups:
+            return
         # One gather of the decode queries in group order and one scatter of the results,
         # rather than one of each per group.
-        tokens = torch.cat([group.tokens for group in groups])
+        tokens = torch.cat([group.tokens for group in meta.decode_groups])
         queries = q.index_select(0, tokens)
         outputs, first = [], 0
-        for group in groups:
+        for group in meta.decode_groups:
             n = len(group.tokens)
             shape = (n, group.padded_len, self.num_kv_heads, self.head_size)
             k, v = (
@@ -215,97 +339,3 @@ class TorchAttentionImpl(AttentionImpl):
             outputs.append(o.reshape(n, self.num_heads, self.head_size))
             first += n
         out.index_copy_(0, tokens, torch.cat(outputs))
-
-    def _decode_plan(
-        self,
-        kv_cache: torch.Tensor,
-        meta: AttentionMetadata,
-        reqs: list[int],
-        starts: list[int],
-    ) -> list[DecodeGroup]:
-        """The step's decode groups for the padded SDPA path."""
-        group_size = max(1, DECODE_GROUP_BYTES // kv_cache.element_size())
-        key = (self.sliding_window, kv_cache.shape[2], group_size)
-
-        def build() -> list[DecodeGroup]:
-            ordered = sorted(reqs, key=lambda i: meta.seq_lens_cpu[i])
-            return [
-                self._plan_decode_group(kv_cache, meta, ordered[g : g + group_size], starts)
-                for g in range(0, len(ordered), group_size)
-            ]
-
-        return self._step_cached(meta, key, build)
-
-    @staticmethod
-    def _step_cached(meta: AttentionMetadata, key: tuple[Any, ...], build: Callable[[], T]) -> T:
-        """What `build` makes for this step, built by the first layer and reused by the others
-        (every layer of a step sees the same metadata object; the plan's tensor ops would
-        otherwise be repeated per layer). `key` holds what else the plan depends on."""
-        cached = TorchAttentionImpl._plan_cache
-        # Identity of the metadata and of its length list: a runner that refilled one
-        # metadata object in place would still assign new lists.
-        if (
-            cached is not None
-            and cached[0] is meta
-            and cached[1] is meta.seq_lens_cpu
-            and cached[2] == key
-        ):
-            return cached[3]
-        plan = build()
-        TorchAttentionImpl._plan_cache = (meta, meta.seq_lens_cpu, key, plan)
-        return plan
-
-    def _plan_decode_group(
-        self, kv_cache: torch.Tensor, meta: AttentionMetadata, group: list[int], starts: list[int]
-    ) -> DecodeGroup:
-        """The blocks each request of the group attends to, padded to the longest, and the
-        [seqs, 1, 1, padded_len] mask of its real keys (None when no key is padding)."""
-        block_size, device = kv_cache.shape[2], kv_cache.device
-        seq_lens = [meta.seq_lens_cpu[i] for i in group]
-        firsts = [self._key_range(n, 1, block_size)[0] for n in seq_lens]
-        num_blocks = max(-(-n // block_size) - f for n, f in zip(seq_lens, firsts, strict=True))
-        padded_len = num_blocks * block_size
-        # Columns past a request's last block read whatever the table holds there (block ids
-        # of the null block 0 in practice); the mask drops those keys.
-        cols = torch.tensor(firsts, device=device)[:, None] + torch.arange(
-            num_blocks, device=device
-        )
-        cols.clamp_(max=meta.block_table.shape[1] - 1)
-        block_ids = meta.block_table[torch.tensor(group, device=device)[:, None], cols].flatten()
-        # Gathered key j of a request is its token first * block_size + j.
-        hi = [n - f * block_size for n, f in zip(seq_lens, firsts, strict=True)]
-        lo = [max(0, h - self.sliding_window) if self.sliding_window else 0 for h in hi]
-        return DecodeGroup(
-            tokens=torch.tensor([starts[i] for i in group], device=device),
-            block_ids=block_ids,
-            padded_len=padded_len,
-            mask=self._key_mask(lo, hi, padded_len, device),
-        )
-
-    @staticmethod
-    def _key_mask(
-        lo: list[int], hi: list[int], padded_len: int, device: torch.device
-    ) -> torch.Tensor | None:
-        """[seqs, 1, 1, padded_len]: True for keys lo[r] <= j < hi[r] of row r."""
-        if max(lo) == 0 and min(hi) == padded_len:
-            return None
-        pos = torch.arange(padded_len, device=device)[None, :]
-        mask = (pos >= torch.tensor(lo, device=device)[:, None]) & (
-            pos < torch.tensor(hi, device=device)[:, None]
-        )
-        return mask[:, None, None, :]
-
-
-def _kernel_batch(
-    meta: AttentionMetadata, reqs: list[int], starts: list[int]
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The decode requests for the CPU kernel as int32 (query rows, block-table rows, sequence
-    lengths), longest first: the kernel's threads take them in order, so the long ones do not
-    finish last."""
-    ordered = sorted(reqs, key=lambda i: -meta.seq_lens_cpu[i])
-    device = meta.block_table.device
-    return (
-        torch.tensor([starts[i] for i in ordered], dtype=torch.int32, device=device),
-        torch.tensor(ordered, dtype=torch.int32, device=device),
-        torch.tensor([meta.seq_lens_cpu[i] for i in ordered], dtype=torch.int32, device=device),
-    )

@@ -14,6 +14,7 @@ from vllm_hydra.attention.backends.abstract import (
     AttentionBackend,
     AttentionImpl,
     AttentionMetadata,
+    AttentionMetadataBuilder,
 )
 from vllm_hydra.attention.ops.triton_reshape_and_cache import reshape_and_cache
 from vllm_hydra.attention.ops.triton_unified_attention import unified_attention
@@ -27,6 +28,17 @@ class TritonAttentionBackend(AttentionBackend):
     @staticmethod
     def get_impl_cls() -> type[TritonAttentionImpl]:
         return TritonAttentionImpl
+
+    @staticmethod
+    def get_builder_cls() -> type[TritonAttentionMetadataBuilder]:
+        return TritonAttentionMetadataBuilder
+
+
+class TritonAttentionMetadataBuilder(AttentionMetadataBuilder):
+    """The kernels read the common metadata as it is: one launch plans itself on the device."""
+
+    def build(self, common: AttentionMetadata) -> AttentionMetadata:
+        return common
 
 
 class TritonAttentionImpl(AttentionImpl):
