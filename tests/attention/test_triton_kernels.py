@@ -14,8 +14,10 @@ import torch
 
 from tests.triton_interpreter import requires_interpreter
 from vllm_hydra.attention import AttentionMetadata
+from vllm_hydra.attention.backends.abstract import AttentionSpec
 from vllm_hydra.attention.backends.torch_attn import (
     TorchAttentionImpl,
+    TorchAttentionMetadataBuilder,
     write_to_kv_cache,
 )
 from vllm_hydra.attention.backends.triton_attn import TritonAttentionImpl
@@ -46,6 +48,19 @@ def make_metadata(requests: list[tuple[int, int]], block_size: int) -> Attention
     )
 
 
+def torch_plan(
+    meta: AttentionMetadata,
+    num_heads: int,
+    head_size: int,
+    block_size: int,
+    dtype: torch.dtype,
+    window: int | None = None,
+) -> AttentionMetadata:
+    """The metadata the torch backend reads: the common one through its builder."""
+    spec = AttentionSpec(block_size, num_heads, NUM_KV_HEADS, head_size, dtype, dtype, window)
+    return TorchAttentionMetadataBuilder(spec).build(meta)
+
+
 def make_inputs(
     meta: AttentionMetadata, num_heads: int, head_size: int, block_size: int, dtype: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -74,7 +89,8 @@ def run_both(
     q, k, v, cache = make_inputs(meta, num_heads, head_size, block_size, dtype)
     args = (num_heads, head_size, head_size**-0.5, NUM_KV_HEADS, window)
     ref_cache, tri_cache = cache.clone(), cache.clone()
-    ref = TorchAttentionImpl(*args).forward(q, k, v, ref_cache, meta)
+    ref_meta = torch_plan(meta, num_heads, head_size, block_size, dtype, window)
+    ref = TorchAttentionImpl(*args).forward(q, k, v, ref_cache, ref_meta)
     out = TritonAttentionImpl(*args).forward(q, k, v, tri_cache, meta)
     return ref, out, ref_cache, tri_cache
 
@@ -129,7 +145,8 @@ def test_split_kv_matches_single_pass(
     meta = make_metadata(requests, block_size)
     q, k, v, cache = make_inputs(meta, num_heads, head_size, block_size, dtype)
     impl = TorchAttentionImpl(num_heads, head_size, head_size**-0.5, NUM_KV_HEADS)
-    ref = impl.forward(q, k, v, cache, meta)  # also writes the new K/V into the cache
+    ref_meta = torch_plan(meta, num_heads, head_size, block_size, dtype)
+    ref = impl.forward(q, k, v, cache, ref_meta)  # also writes the new K/V into the cache
     n = meta.num_actual_tokens
     out = torch.zeros(n, num_heads, head_size, dtype=dtype)
     unified_attention(

@@ -17,6 +17,7 @@ import torch
 from tiny_checkpoints import CHECKPOINTS, TINY, MakeCheckpoint, compose_for
 
 from vllm_hydra.attention import AttentionMetadata, get_attn_backend
+from vllm_hydra.attention.selector import attention_spec
 from vllm_hydra.config.model_arch import SUPPORTED_ARCHITECTURES
 from vllm_hydra.model_executor.model_loader import get_model
 from vllm_hydra.model_executor.models import MODEL_REGISTRY
@@ -46,6 +47,9 @@ class PagedBatchDriver:
         self.free_blocks = list(range(1, NUM_BLOCKS))  # block 0 is the null block
         random.Random(seed).shuffle(self.free_blocks)
         self.seqs: dict[str, Seq] = {}
+        # The step's metadata reaches the layers through the backend's builder, as in the runner.
+        spec = replace(attention_spec(vllm_config), block_size=BLOCK_SIZE)
+        self.metadata_builder = backend.get_builder_cls()(spec)
 
     def add(
         self,
@@ -76,7 +80,9 @@ class PagedBatchDriver:
             s_lens.append(end)
             tables.append(seq.blocks)
             seq.num_computed = end
-        meta = AttentionMetadata.build(q_lens, s_lens, tables, BLOCK_SIZE)
+        meta = self.metadata_builder.build(
+            AttentionMetadata.build(q_lens, s_lens, tables, BLOCK_SIZE)
+        )
         with torch.inference_mode():
             hidden = self.model(torch.tensor(ids), torch.tensor(positions), self.kv_caches, meta)
             logits = self.model.compute_logits(hidden)

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from vllm_hydra.attention.backends.abstract import AttentionMetadata, AttentionSpec
-from vllm_hydra.attention.selector import get_attn_backend
+from vllm_hydra.attention.backends.abstract import AttentionMetadata
+from vllm_hydra.attention.selector import get_attn_backend, get_attn_metadata_builder
 from vllm_hydra.compilation.cuda_graph import CUDAGraphRunner
 from vllm_hydra.compilation.torch_compile import ModelForward, compile_model
 from vllm_hydra.config.compilation import CompilationMode
@@ -54,9 +54,7 @@ class ModelRunner:
         self.vocab_size = vllm_config.arch.vocab_size
         self.kv_cache_dtype = TORCH_DTYPES[vllm_config.cache.cache_dtype.value]
         self.attn_backend = get_attn_backend(vllm_config.attention.backend.value)
-        self.attn_metadata_builder = self.attn_backend.get_builder_cls()(
-            self._attention_spec(), device
-        )
+        self.attn_metadata_builder = get_attn_metadata_builder(vllm_config, device)
         self.model: nn.Module | None = None
         # The model forward as compilation.mode runs it (eager or under torch.compile).
         self.model_forward: ModelForward | None = None
@@ -78,18 +76,6 @@ class ModelRunner:
         max_model_len = self.config.model.max_model_len
         assert max_model_len is not None, "create_vllm_config resolves model.max_model_len"
         return max_model_len
-
-    def _attention_spec(self) -> AttentionSpec:
-        arch = self.config.arch
-        return AttentionSpec(
-            block_size=self.block_size,
-            num_heads=max(1, arch.num_attention_heads // self.config.parallel.tp),
-            num_kv_heads=kv_heads_per_rank(self.config),
-            head_size=arch.head_dim,
-            dtype=TORCH_DTYPES[self.config.model.dtype.value],
-            kv_cache_dtype=self.kv_cache_dtype,
-            sliding_window=arch.sliding_window,
-        )
 
     # ---- set-up ----
 
