@@ -29,9 +29,10 @@ from vllm_hydra.config.checks import (
 )
 from vllm_hydra.config.compilation import CompilationConfig, CompilationMode
 from vllm_hydra.config.device import DeviceConfig, DeviceType
+from vllm_hydra.config.dtype import resolve_dtype
 from vllm_hydra.config.errors import ConfigError
 from vllm_hydra.config.memory_plan import GIB, plan_memory
-from vllm_hydra.config.model import ModelConfig, ModelDType
+from vllm_hydra.config.model import ModelConfig
 from vllm_hydra.config.model_arch import (
     ModelArchConfig,
     arch_from_hf_config,
@@ -88,7 +89,10 @@ def _machine_context(dry_run: bool) -> CheckContext:
 def _resolve(s: EngineSections, ctx: CheckContext) -> VllmConfig:
     arch, model_dir = load_model_arch(s)
     device = _resolve_device(s.device, ctx)
-    model = _resolve_model(s.model, arch, device.type)
+    dtype, dtype_reason = resolve_dtype(s.model.dtype, arch.checkpoint_dtype, device.type)
+    model = replace(
+        s.model, dtype=dtype, max_model_len=s.model.max_model_len or arch.max_model_len_limit
+    )
     return VllmConfig(
         model=model,
         device=device,
@@ -104,6 +108,7 @@ def _resolve(s: EngineSections, ctx: CheckContext) -> VllmConfig:
         server=s.server,
         model_arch=arch,
         model_dir=str(model_dir) if model_dir else None,
+        dtype_reason=dtype_reason,
     )
 
 
@@ -147,22 +152,6 @@ def _resolve_device(device: DeviceConfig, ctx: CheckContext) -> DeviceConfig:
 
         memory = torch.cuda.get_device_properties(0).total_memory / GIB
     return DeviceConfig(type=kind, memory_gib=memory)
-
-
-def _resolve_model(model: ModelConfig, arch: ModelArchConfig, device: DeviceType) -> ModelConfig:
-    return replace(
-        model,
-        dtype=_resolve_dtype(model.dtype, arch.checkpoint_dtype, device),
-        max_model_len=model.max_model_len or arch.max_model_len_limit,
-    )
-
-
-def _resolve_dtype(dtype: ModelDType, checkpoint_dtype: str, device: DeviceType) -> ModelDType:
-    if dtype is not ModelDType.auto:
-        return dtype
-    if device is DeviceType.cuda and checkpoint_dtype in ("bfloat16", "float16"):
-        return ModelDType(checkpoint_dtype)
-    return ModelDType.bfloat16
 
 
 def _resolve_cache(cache: CacheConfig, model: ModelConfig, device: DeviceType) -> CacheConfig:
