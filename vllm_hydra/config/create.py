@@ -11,10 +11,12 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
+import psutil
 from omegaconf import DictConfig, OmegaConf
 
 from vllm_hydra.config.attention import AttentionBackendName
 from vllm_hydra.config.cache import (
+    CPU_KV_CACHE_HOST_FRACTION,
     DEFAULT_CPU_KV_CACHE_GIB,
     DEFAULT_GPU_MEMORY_UTILIZATION,
     CacheConfig,
@@ -96,7 +98,7 @@ def _resolve(s: EngineSections, ctx: CheckContext) -> VllmConfig:
     return VllmConfig(
         model=model,
         device=device,
-        cache=_resolve_cache(s.cache, model, device.type),
+        cache=_resolve_cache(s.cache, model, device.type, s.parallel),
         parallel=_resolve_parallel(s.parallel),
         scheduler=_resolve_scheduler(s.scheduler, model.max_model_len or 0),
         lora=s.lora,
@@ -154,19 +156,30 @@ def _resolve_device(device: DeviceConfig, ctx: CheckContext) -> DeviceConfig:
     return DeviceConfig(type=kind, memory_gib=memory)
 
 
-def _resolve_cache(cache: CacheConfig, model: ModelConfig, device: DeviceType) -> CacheConfig:
+def _resolve_cache(
+    cache: CacheConfig, model: ModelConfig, device: DeviceType, parallel: ParallelConfig
+) -> CacheConfig:
     cache_dtype = cache.cache_dtype
     if cache_dtype is CacheDType.auto:
         cache_dtype = CacheDType(model.dtype.value)
     kv_gib = cache.kv_cache_memory_gib
     if kv_gib is None and device is DeviceType.cpu and cache.num_blocks_override is None:
-        kv_gib = DEFAULT_CPU_KV_CACHE_GIB
+        kv_gib = default_cpu_kv_cache_gib(parallel, psutil.virtual_memory().total)
     utilization = cache.memory_utilization
     if utilization is None and device is DeviceType.cuda:
         utilization = DEFAULT_GPU_MEMORY_UTILIZATION
     return replace(
         cache, cache_dtype=cache_dtype, kv_cache_memory_gib=kv_gib, memory_utilization=utilization
     )
+
+
+def default_cpu_kv_cache_gib(parallel: ParallelConfig, host_bytes: int) -> float:
+    """Each rank's KV cache when unset: DEFAULT_CPU_KV_CACHE_GIB, less where all the ranks on
+    this host (tp x pp x dp over the nodes) would together take more than
+    CPU_KV_CACHE_HOST_FRACTION of its memory; the rest is for weights and activations."""
+    ranks = max(1, parallel.world_size * parallel.dp // parallel.nnodes)
+    share = host_bytes * CPU_KV_CACHE_HOST_FRACTION / ranks / GIB
+    return round(min(DEFAULT_CPU_KV_CACHE_GIB, share), 2)
 
 
 def _resolve_parallel(parallel: ParallelConfig) -> ParallelConfig:
