@@ -33,10 +33,11 @@ def test_pipeline_stages_split_the_layers() -> None:
 
 def test_cpu_plan_uses_the_explicit_kv_size(write_checkpoint) -> None:
     ckpt = write_checkpoint()
-    config = compose_config([f"model.path={ckpt}", "device=cpu", "cache.kv_cache_memory_gib=1"])
+    overrides = ["device=cpu", "model.dtype=bfloat16", "cache.kv_cache_memory_gib=1"]
+    config = compose_config([f"model.path={ckpt}", *overrides])
     plan = plan_memory(config)
     assert plan.device_memory_bytes is None
-    assert plan.kv_bytes_per_token == 4 * 2 * 64 * 2 * 2  # bf16 on CPU
+    assert plan.kv_bytes_per_token == 4 * 2 * 64 * 2 * 2
     assert plan.num_blocks == GIB // (16 * 2048)
     assert plan.budget_key == "cache.kv_cache_memory_gib"
     assert "KV cache blocks" in plan.describe()

@@ -6,13 +6,15 @@ from vllm_hydra.config import compose_config
 from vllm_hydra.config.memory_plan import GIB
 from vllm_hydra.engine.core import EngineCore
 
-# The tiny model: 4 layers x 2 KV heads x 64 dims x (K, V) x 2 bytes (bf16) per token.
-TINY_KV_BYTES_PER_BLOCK = 4 * 2 * 64 * 2 * 2 * 16
+# The tiny model: 4 layers x 2 KV heads x 64 dims x (K, V) x 4 bytes (fp32) per token.
+TINY_KV_BYTES_PER_BLOCK = 4 * 2 * 64 * 2 * 4 * 16
 
 
 def test_blocks_from_the_configured_memory() -> None:
     core = EngineCore(
-        compose_config(["model=tiny", "device=cpu", "cache.kv_cache_memory_gib=0.01"])
+        compose_config(
+            ["model=tiny", "device=cpu", "model.dtype=float32", "cache.kv_cache_memory_gib=0.01"]
+        )
     )
     expected = int(0.01 * GIB) // TINY_KV_BYTES_PER_BLOCK
     assert core.num_gpu_blocks == expected

@@ -28,6 +28,7 @@ def test_llama3_8b_dummy_runs_in_bf16_on_cpu() -> None:
             "load.format=dummy",
             "model.skip_tokenizer_init=true",
             "device=cpu",
+            "model.dtype=bfloat16",
             "model.max_model_len=512",
             "cache.kv_cache_memory_gib=1",
             "scheduler.max_num_seqs=4",

@@ -18,6 +18,8 @@ DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
 # The CPU default for the KV cache size when `kv_cache_memory_gib` is unset: a CPU has no
 # profiling pass that could size it, and 4 GiB holds ~2M tokens of the tiny model, 32K of an 8B.
 DEFAULT_CPU_KV_CACHE_GIB = 4.0
+# ... capped so that all the ranks on one host together take at most this share of its memory.
+CPU_KV_CACHE_HOST_FRACTION = 0.25
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,8 @@ class CacheConfig:
     # Unset: DEFAULT_GPU_MEMORY_UTILIZATION on CUDA; refused on CPU, where it would do nothing.
     memory_utilization: float | None = None
     # An explicit KV cache size in GiB per device (per rank: every dp engine has its own).
-    # Skips the utilization-based sizing; the CPU default is DEFAULT_CPU_KV_CACHE_GIB.
+    # Skips the utilization-based sizing; the CPU default is DEFAULT_CPU_KV_CACHE_GIB, less when
+    # the host's ranks (tp x pp x dp) would take over a quarter of its memory together.
     kv_cache_memory_gib: float | None = None
     cache_dtype: CacheDType = CacheDType.auto
     enable_prefix_caching: bool = True

@@ -11,10 +11,12 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
+import psutil
 from omegaconf import DictConfig, OmegaConf
 
 from vllm_hydra.config.attention import AttentionBackendName
 from vllm_hydra.config.cache import (
+    CPU_KV_CACHE_HOST_FRACTION,
     DEFAULT_CPU_KV_CACHE_GIB,
     DEFAULT_GPU_MEMORY_UTILIZATION,
     CacheConfig,
@@ -29,9 +31,10 @@ from vllm_hydra.config.checks import (
 )
 from vllm_hydra.config.compilation import CompilationConfig, CompilationMode
 from vllm_hydra.config.device import DeviceConfig, DeviceType
+from vllm_hydra.config.dtype import resolve_dtype
 from vllm_hydra.config.errors import ConfigError
 from vllm_hydra.config.memory_plan import GIB, plan_memory
-from vllm_hydra.config.model import ModelConfig, ModelDType
+from vllm_hydra.config.model import ModelConfig
 from vllm_hydra.config.model_arch import (
     ModelArchConfig,
     arch_from_hf_config,
@@ -88,11 +91,14 @@ def _machine_context(dry_run: bool) -> CheckContext:
 def _resolve(s: EngineSections, ctx: CheckContext) -> VllmConfig:
     arch, model_dir = load_model_arch(s)
     device = _resolve_device(s.device, ctx)
-    model = _resolve_model(s.model, arch, device.type)
+    dtype, dtype_reason = resolve_dtype(s.model.dtype, arch.checkpoint_dtype, device.type)
+    model = replace(
+        s.model, dtype=dtype, max_model_len=s.model.max_model_len or arch.max_model_len_limit
+    )
     return VllmConfig(
         model=model,
         device=device,
-        cache=_resolve_cache(s.cache, model, device.type),
+        cache=_resolve_cache(s.cache, model, device.type, s.parallel),
         parallel=_resolve_parallel(s.parallel),
         scheduler=_resolve_scheduler(s.scheduler, model.max_model_len or 0),
         lora=s.lora,
@@ -104,6 +110,7 @@ def _resolve(s: EngineSections, ctx: CheckContext) -> VllmConfig:
         server=s.server,
         model_arch=arch,
         model_dir=str(model_dir) if model_dir else None,
+        dtype_reason=dtype_reason,
     )
 
 
@@ -149,35 +156,30 @@ def _resolve_device(device: DeviceConfig, ctx: CheckContext) -> DeviceConfig:
     return DeviceConfig(type=kind, memory_gib=memory)
 
 
-def _resolve_model(model: ModelConfig, arch: ModelArchConfig, device: DeviceType) -> ModelConfig:
-    return replace(
-        model,
-        dtype=_resolve_dtype(model.dtype, arch.checkpoint_dtype, device),
-        max_model_len=model.max_model_len or arch.max_model_len_limit,
-    )
-
-
-def _resolve_dtype(dtype: ModelDType, checkpoint_dtype: str, device: DeviceType) -> ModelDType:
-    if dtype is not ModelDType.auto:
-        return dtype
-    if device is DeviceType.cuda and checkpoint_dtype in ("bfloat16", "float16"):
-        return ModelDType(checkpoint_dtype)
-    return ModelDType.bfloat16
-
-
-def _resolve_cache(cache: CacheConfig, model: ModelConfig, device: DeviceType) -> CacheConfig:
+def _resolve_cache(
+    cache: CacheConfig, model: ModelConfig, device: DeviceType, parallel: ParallelConfig
+) -> CacheConfig:
     cache_dtype = cache.cache_dtype
     if cache_dtype is CacheDType.auto:
         cache_dtype = CacheDType(model.dtype.value)
     kv_gib = cache.kv_cache_memory_gib
     if kv_gib is None and device is DeviceType.cpu and cache.num_blocks_override is None:
-        kv_gib = DEFAULT_CPU_KV_CACHE_GIB
+        kv_gib = default_cpu_kv_cache_gib(parallel, psutil.virtual_memory().total)
     utilization = cache.memory_utilization
     if utilization is None and device is DeviceType.cuda:
         utilization = DEFAULT_GPU_MEMORY_UTILIZATION
     return replace(
         cache, cache_dtype=cache_dtype, kv_cache_memory_gib=kv_gib, memory_utilization=utilization
     )
+
+
+def default_cpu_kv_cache_gib(parallel: ParallelConfig, host_bytes: int) -> float:
+    """Each rank's KV cache when unset: DEFAULT_CPU_KV_CACHE_GIB, less where all the ranks on
+    this host (tp x pp x dp over the nodes) would together take more than
+    CPU_KV_CACHE_HOST_FRACTION of its memory; the rest is for weights and activations."""
+    ranks = max(1, parallel.world_size * parallel.dp // parallel.nnodes)
+    share = host_bytes * CPU_KV_CACHE_HOST_FRACTION / ranks / GIB
+    return round(min(DEFAULT_CPU_KV_CACHE_GIB, share), 2)
 
 
 def _resolve_parallel(parallel: ParallelConfig) -> ParallelConfig:

@@ -8,8 +8,8 @@ from typing import Any
 
 
 class ModelDType(Enum):
-    # auto: the checkpoint's dtype, except that a float32 checkpoint is served in bfloat16, and
-    # on CPU every checkpoint is (these CPUs multiply bf16 with AMX; fp16 gets no speed-up).
+    # auto: on CUDA the checkpoint's dtype (a float32 checkpoint in bfloat16); on CPU bfloat16
+    # where the CPU computes it natively (AVX-512-BF16 or AMX), else float32 (config/dtype.py).
     auto = "auto"
     float32 = "float32"
     bfloat16 = "bfloat16"

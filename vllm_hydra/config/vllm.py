@@ -58,6 +58,8 @@ class VllmConfig(EngineSections):
     model_arch: ModelArchConfig | None = None
     # The checkpoint directory on disk; None when planned from committed facts only.
     model_dir: str | None = None
+    # Why model.dtype resolved as it did (printed by the dry run).
+    dtype_reason: str = ""
 
     @property
     def arch(self) -> ModelArchConfig:

@@ -17,7 +17,11 @@ def derived_values(config: VllmConfig) -> list[tuple[str, str]]:
             f"params, from {arch.source})",
         ),
         ("device", config.device.type.value),
-        ("dtype", f"{config.model.dtype.value} (checkpoint: {arch.checkpoint_dtype})"),
+        (
+            "dtype",
+            f"{config.model.dtype.value} ({config.dtype_reason}; checkpoint: "
+            f"{arch.checkpoint_dtype})",
+        ),
         ("kv cache dtype", config.cache.cache_dtype.value),
         (
             "max_model_len",

@@ -38,6 +38,7 @@ from vllm_hydra.sample.metadata import SamplingMetadata
 from vllm_hydra.sample.sampler import Sampler
 from vllm_hydra.sequence import IntermediateTensors
 from vllm_hydra.worker.input_batch import InputBatch
+from vllm_hydra.worker.kv_cache_alloc import allocate_kv_cache
 from vllm_hydra.worker.model_inputs import InputBuffers, ModelInputs, prepare_inputs
 from vllm_hydra.worker.request_state import CachedRequestState
 
@@ -140,7 +141,7 @@ class ModelRunner:
     def initialize_kv_cache(self, num_blocks: int) -> None:
         shape = self.kv_cache_shape(num_blocks)
         self.kv_caches = [
-            torch.zeros(shape, dtype=self.kv_cache_dtype, device=self.device)
+            allocate_kv_cache(shape, self.kv_cache_dtype, self.device)
             for _ in range(self.num_layers())
         ]
         logger.info("KV cache: %d blocks of %d tokens per layer", num_blocks, self.block_size)
