@@ -17,7 +17,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from vllm_hydra.config import VllmConfig, check_supported, create_vllm_config
+from vllm_hydra.config import ServeConfig, VllmConfig, check_supported, create_vllm_config
+from vllm_hydra.config.command_line import check_optional_choices, run_hydra_app
 from vllm_hydra.config.errors import exit_on_config_error
 from vllm_hydra.config.resolved import resolved_config_yaml
 from vllm_hydra.config.store import register_configs
@@ -39,6 +40,7 @@ def _save_resolved(yaml_text: str) -> None:
 
 
 def run(cfg: DictConfig) -> None:
+    check_optional_choices()
     config: VllmConfig = create_vllm_config(cfg, dry_run=bool(cfg.dry_run))
     resolved = resolved_config_yaml(config)
     _save_resolved(resolved)
@@ -63,4 +65,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra_app(ServeConfig, sys.argv[1:], main)
