@@ -79,9 +79,17 @@ def override_problems(root: type, overrides: list[str]) -> list[str]:
     """Problems with command-line overrides (`parallel.tpp=4`, `+model.quantization=awq`)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import OverrideType
+    from hydra.errors import OverrideParseException
 
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except OverrideParseException as e:
+        return [
+            f"{e.override}: not a valid override ({e.message}). Write one key=value per "
+            f"argument; quote values with spaces or special characters, e.g. key='a b'."
+        ]
     problems = []
-    for override in OverridesParser.create().parse_overrides(overrides):
+    for override in parsed:
         key = override.key_or_group
         if override.type is OverrideType.DEL or override.package is not None:
             continue
