@@ -23,6 +23,7 @@ from vllm_hydra.config.errors import exit_on_config_error
 from vllm_hydra.config.resolved import resolved_config_yaml
 from vllm_hydra.config.store import register_configs
 from vllm_hydra.entrypoints.dry_run import dry_run_report
+from vllm_hydra.plugins import PluginLoadError
 
 logger = logging.getLogger("vllm_hydra.serve")
 
@@ -41,7 +42,11 @@ def _save_resolved(yaml_text: str) -> None:
 
 def run(cfg: DictConfig) -> None:
     check_optional_choices()
-    config: VllmConfig = create_vllm_config(cfg, dry_run=bool(cfg.dry_run))
+    try:
+        config: VllmConfig = create_vllm_config(cfg, dry_run=bool(cfg.dry_run))
+    except PluginLoadError as e:
+        print(f"Plugin error: {e}", file=sys.stderr)
+        sys.exit(EXIT_STARTUP_FAILURE)
     resolved = resolved_config_yaml(config)
     _save_resolved(resolved)
     if cfg.dry_run:

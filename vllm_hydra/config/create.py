@@ -60,7 +60,11 @@ def create_vllm_config(
     """Resolve and validate a composed config. Raises ConfigError naming every problem found.
 
     `dry_run` (default: the config's own `dry_run`) plans for a device that may be absent.
+    A general plugin that fails raises PluginLoadError.
     """
+    from vllm_hydra.plugins import load_general_plugins
+
+    load_general_plugins()  # the frontend's call: a plugin's architectures are checked too
     sections = _to_sections(cfg)
     if dry_run is None:
         dry_run = isinstance(sections, ServeConfig) and sections.dry_run

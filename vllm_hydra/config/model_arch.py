@@ -14,7 +14,7 @@ from typing import Any
 
 from vllm_hydra.config.errors import ConfigError
 
-# Architectures the engine implements (the model registry serves exactly these).
+# Architectures built into the engine (plugins may register more in the model registry).
 SUPPORTED_ARCHITECTURES = (
     "LlamaForCausalLM",
     "MistralForCausalLM",
@@ -139,12 +139,16 @@ def _max_len(hf: dict[str, Any]) -> tuple[int, str]:
 
 def arch_from_hf_config(hf: dict[str, Any], source: str) -> ModelArchConfig:
     """Parse a config.json dict. Raises ConfigError for an architecture the engine lacks."""
+    from vllm_hydra.model_executor.models.registry import ModelRegistry
+
     architectures = hf.get("architectures") or []
-    arch = next((a for a in architectures if a in SUPPORTED_ARCHITECTURES), None)
+    supported = ModelRegistry.get_supported_archs()  # built in, and registered by plugins
+    arch = next((a for a in architectures if a in supported), None)
     if arch is None:
         raise ConfigError(
             f"model.path: {source} names architectures={architectures}, which this engine does "
-            f"not implement. Supported: {', '.join(SUPPORTED_ARCHITECTURES)}."
+            f"not implement. Supported: {', '.join(supported)}. A plugin can add one "
+            f"(README 'Plugins')."
         )
     _check_supported_layers(hf, source)
     _check_not_quantized(hf, source)
