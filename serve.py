@@ -17,11 +17,13 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from vllm_hydra.config import VllmConfig, check_supported, create_vllm_config
+from vllm_hydra.config import ServeConfig, VllmConfig, check_supported, create_vllm_config
+from vllm_hydra.config.command_line import check_optional_choices, run_hydra_app
 from vllm_hydra.config.errors import exit_on_config_error
 from vllm_hydra.config.resolved import resolved_config_yaml
 from vllm_hydra.config.store import register_configs
 from vllm_hydra.entrypoints.dry_run import dry_run_report
+from vllm_hydra.plugins import PluginLoadError
 
 logger = logging.getLogger("vllm_hydra.serve")
 
@@ -39,7 +41,12 @@ def _save_resolved(yaml_text: str) -> None:
 
 
 def run(cfg: DictConfig) -> None:
-    config: VllmConfig = create_vllm_config(cfg, dry_run=bool(cfg.dry_run))
+    check_optional_choices()
+    try:
+        config: VllmConfig = create_vllm_config(cfg, dry_run=bool(cfg.dry_run))
+    except PluginLoadError as e:
+        print(f"Plugin error: {e}", file=sys.stderr)
+        sys.exit(EXIT_STARTUP_FAILURE)
     resolved = resolved_config_yaml(config)
     _save_resolved(resolved)
     if cfg.dry_run:
@@ -63,4 +70,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra_app(ServeConfig, sys.argv[1:], main)

@@ -25,8 +25,8 @@ def run_dir(tmp_path: Path) -> Path:
 def test_unknown_key_fails_at_compose_time(run_dir: Path) -> None:
     result = serve("parallel.tpp=4", run_dir=run_dir)
     assert result.returncode == 1
-    assert "Key 'tpp' not in 'ParallelConfig'" in result.stderr
-    assert "full_key: parallel.tpp" in result.stderr
+    assert "parallel.tpp is not a config key" in result.stderr
+    assert "Did you mean parallel.tp or parallel.pp?" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -20,7 +20,7 @@ from vllm_hydra.attention import AttentionMetadata, get_attn_backend
 from vllm_hydra.attention.selector import attention_spec
 from vllm_hydra.config.model_arch import SUPPORTED_ARCHITECTURES
 from vllm_hydra.model_executor.model_loader import get_model
-from vllm_hydra.model_executor.models import MODEL_REGISTRY
+from vllm_hydra.model_executor.models import MODEL_REGISTRY, get_model_cls
 
 BLOCK_SIZE = 4
 NUM_BLOCKS = 64
@@ -193,7 +193,7 @@ def test_dummy_load_runs_every_registered_architecture(
     path = _write_config_only(tmp_path, family, architecture)  # no weights on disk
     vllm_config = compose_for(path, "load.format=dummy")
     model = get_model(vllm_config)
-    assert type(model) is MODEL_REGISTRY[architecture]
+    assert type(model) is get_model_cls(architecture)
     driver = PagedBatchDriver(model, vllm_config)
     driver.add("a", random_tokens(random.Random(3), 7))
     driver.add("b", random_tokens(random.Random(4), 3))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from vllm_hydra.config.device import DeviceType
 from vllm_hydra.config.load import LoadFormat
 from vllm_hydra.config.lora import SUPPORTED_LORA_RANKS
 from vllm_hydra.config.memory_plan import GIB, MemoryPlan
-from vllm_hydra.config.model_files import weight_files
+from vllm_hydra.config.model_files import looks_like_hub_id, resolve_model_dir, weight_files
 from vllm_hydra.config.parallel import DistributedBackend
 from vllm_hydra.config.speculative import SpeculativeMethod
 from vllm_hydra.config.vllm import EngineSections, VllmConfig
@@ -88,9 +89,21 @@ def check_field_ranges(s: EngineSections) -> list[str]:
         *_port("server.port", sv.port, 0),
         *_at_least("server.shutdown_timeout_s", sv.shutdown_timeout_s, 0),
         *_at_least("server.max_queued_requests", sv.max_queued_requests, 1, " or null"),
+        *check_memory_utilization_headroom(s),
         *check_block_size(s),
         *check_capture_sizes(s),
         *check_compile_cache_dir(s),
+    ]
+
+
+def check_memory_utilization_headroom(s: EngineSections) -> list[str]:
+    value = s.cache.memory_utilization
+    if value is None or value < 1.0:
+        return []
+    return [
+        f"cache.memory_utilization={value} leaves nothing for the CUDA context, non-torch "
+        f"allocations (NCCL, cuBLAS workspaces) or other processes on the GPU, so the engine "
+        f"would run out of memory. Use cache.memory_utilization<=0.95 (the default is 0.9)."
     ]
 
 
@@ -212,6 +225,32 @@ def check_revision_needs_hub_id(c: VllmConfig) -> list[str]:
     return [
         f"model.revision={c.model.revision} applies to hub ids, but model.path={c.model.path} "
         f"is a local directory. Remove model.revision."
+    ]
+
+
+def check_trust_remote_code(c: VllmConfig) -> list[str]:
+    if not c.model.trust_remote_code:
+        return []
+    return [
+        "model.trust_remote_code=true: this engine never runs model code shipped with a "
+        "checkpoint; it serves the architectures in its model registry (built in, or added by "
+        "a plugin, see README 'Plugins'). Use model.trust_remote_code=false."
+    ]
+
+
+def check_tokenizer_present(c: VllmConfig, ctx: CheckContext) -> list[str]:
+    """A tokenizer directory that is not there fails now, not when the engine starts."""
+    tok = c.model.tokenizer
+    if tok is None or c.model.skip_tokenizer_init:
+        return []
+    if resolve_model_dir(tok, c.model.revision, c.load.download_dir) is not None:
+        return []
+    if looks_like_hub_id(tok) and ctx.dry_run:
+        return []  # a hub id is planned offline, like model.path
+    return [
+        f"model.tokenizer={tok} is neither a local directory nor a hub id in the Hugging Face "
+        f"cache. Point model.tokenizer at a directory with tokenizer files, or leave it null "
+        f"to use model.path's."
     ]
 
 
@@ -399,7 +438,18 @@ def check_lora(c: VllmConfig) -> list[str]:
         )
     if lora.adapters and not lora.enabled:
         problems.append("lora.adapters is set but lora.enabled=false. Use lora=enabled.")
-    return problems
+    return problems + check_lora_adapters_present(c)
+
+
+def check_lora_adapters_present(c: VllmConfig) -> list[str]:
+    """Every adapter is a PEFT directory (adapter_config.json and the weights)."""
+    return [
+        f"lora.adapters.{name}={path} is not a PEFT adapter directory (no "
+        f"{Path(path).expanduser() / 'adapter_config.json'}). Point it at a directory "
+        f"that holds adapter_config.json and the adapter weights."
+        for name, path in c.lora.adapters.items()
+        if not (Path(path).expanduser() / "adapter_config.json").is_file()
+    ]
 
 
 def check_speculative(c: VllmConfig) -> list[str]:
@@ -443,6 +493,38 @@ def check_weights_present(c: VllmConfig, ctx: CheckContext) -> list[str]:
     return [
         f"model.path={c.model.path}: {c.model_dir} holds no *.safetensors weights. "
         f"Convert the checkpoint to safetensors, or use load.format=dummy for random weights."
+    ]
+
+
+def check_port_free(c: VllmConfig, ctx: CheckContext) -> list[str]:
+    """A busy port fails here, before any weight loads (binding the same way the server does)."""
+    sv = c.server
+    if ctx.dry_run or sv.port == 0:
+        return []
+    family = socket.AF_INET6 if ":" in sv.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((sv.host, sv.port))
+        except OSError as e:
+            return [
+                f"server.port={sv.port} on server.host={sv.host} cannot be bound ({e.strerror}): "
+                f"another process is listening there. Stop it, or use another server.port "
+                f"(server.port=0 picks a free one)."
+            ]
+    return []
+
+
+# ---- warnings: settings that run, but that vLLM warns about ----
+
+
+def warn_float16_on_bfloat16_checkpoint(c: VllmConfig) -> list[str]:
+    if c.model.dtype.value != "float16" or c.arch.checkpoint_dtype != "bfloat16":
+        return []
+    return [
+        "model.dtype=float16 on a bfloat16 checkpoint: float16 overflows above 65504 where "
+        "bfloat16 does not, so activations may turn into inf/NaN. Use model.dtype=bfloat16 "
+        "(or auto)."
     ]
 
 
@@ -540,6 +622,7 @@ CONFIG_RULES: tuple[Callable[[VllmConfig], list[str]], ...] = (
     check_triton_backend_device,
     check_lora,
     check_speculative,
+    check_trust_remote_code,
 )
 
 # Rules that depend on the machine (skipped or relaxed for dry runs).
@@ -550,4 +633,11 @@ MACHINE_RULES: tuple[Callable[[VllmConfig, CheckContext], list[str]], ...] = (
     check_weights_present,
     check_tracing_installed,
     check_ray_installed,
+    check_tokenizer_present,
+    check_port_free,
+)
+
+# Settings that run but deserve a word; logged, never refused.
+WARNING_RULES: tuple[Callable[[VllmConfig], list[str]], ...] = (
+    warn_float16_on_bfloat16_checkpoint,
 )

@@ -7,12 +7,16 @@ config.json and the machine, and runs every validation rule before any weight is
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import psutil
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from vllm_hydra.config.attention import AttentionBackendName
 from vllm_hydra.config.cache import (
@@ -25,6 +29,7 @@ from vllm_hydra.config.cache import (
 from vllm_hydra.config.checks import (
     CONFIG_RULES,
     MACHINE_RULES,
+    WARNING_RULES,
     CheckContext,
     check_field_ranges,
     check_kv_cache_fits,
@@ -37,14 +42,19 @@ from vllm_hydra.config.memory_plan import GIB, plan_memory
 from vllm_hydra.config.model import ModelConfig
 from vllm_hydra.config.model_arch import (
     ModelArchConfig,
+    apply_hf_overrides,
     arch_from_hf_config,
+    hf_override_warnings,
     known_arch_file,
     read_hf_config,
 )
 from vllm_hydra.config.model_files import resolve_model_dir
 from vllm_hydra.config.parallel import DistributedBackend, ParallelConfig
 from vllm_hydra.config.scheduler import DEFAULT_MAX_NUM_BATCHED_TOKENS, SchedulerConfig
+from vllm_hydra.config.schema_keys import composed_key_problems
 from vllm_hydra.config.vllm import EngineSections, ServeConfig, VllmConfig
+
+logger = logging.getLogger(__name__)
 
 
 def create_vllm_config(
@@ -53,17 +63,47 @@ def create_vllm_config(
     """Resolve and validate a composed config. Raises ConfigError naming every problem found.
 
     `dry_run` (default: the config's own `dry_run`) plans for a device that may be absent.
+    A general plugin that fails raises PluginLoadError.
     """
+    from vllm_hydra.plugins import load_general_plugins
+
+    load_general_plugins()  # the frontend's call: a plugin's architectures are checked too
     sections = _to_sections(cfg)
     if dry_run is None:
         dry_run = isinstance(sections, ServeConfig) and sections.dry_run
-    _raise_if(check_field_ranges(sections))
+    problems = check_field_ranges(sections)
     ctx = _machine_context(dry_run)
-    config = _resolve(sections, ctx)
-    _raise_if([p for rule in CONFIG_RULES for p in rule(config)])
-    _raise_if([p for rule in MACHINE_RULES for p in rule(config, ctx)])
-    _raise_if(check_kv_cache_fits(config, plan_memory(config)))
+    try:
+        config = _resolve(sections, ctx)
+    except ConfigError as e:
+        raise ConfigError(problems + e.problems) from e
+    # A field already out of range (tp=0, max_num_seqs=0) can make a later rule divide by
+    # zero; its own message stands, and the rest are still reported in this one pass.
+    tolerate = bool(problems)
+    problems += _apply(CONFIG_RULES, tolerate, config)
+    problems += _apply(MACHINE_RULES, tolerate, config, ctx)
+    problems += _apply([_kv_cache_rule], tolerate, config)
+    _raise_if(problems)
+    for warning in _apply(WARNING_RULES, False, config):
+        logger.warning(warning)
     return config
+
+
+def _apply(rules: Iterable[Callable[..., list[str]]], tolerate: bool, *args: Any) -> list[str]:
+    problems = []
+    for rule in rules:
+        try:
+            problems += rule(*args)
+        except ConfigError:
+            raise
+        except (ArithmeticError, ValueError):
+            if not tolerate:
+                raise
+    return problems
+
+
+def _kv_cache_rule(config: VllmConfig) -> list[str]:
+    return check_kv_cache_fits(config, plan_memory(config))
 
 
 def _to_sections(cfg: DictConfig | EngineSections) -> EngineSections:
@@ -71,7 +111,20 @@ def _to_sections(cfg: DictConfig | EngineSections) -> EngineSections:
         return cfg
     if "hydra" in cfg:  # a config composed with return_hydra_config=True
         cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-    return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+    root = OmegaConf.get_type(cfg) or ServeConfig
+    _raise_if(composed_key_problems(root, cfg))
+    try:
+        return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+    except InterpolationResolutionError as e:
+        raise ConfigError(_interpolation_message(e)) from e
+
+
+def _interpolation_message(e: InterpolationResolutionError) -> str:
+    """An `${oc.env:NAME}` without a default, and NAME unset, is the usual cause."""
+    return (
+        f"{e.full_key}: {e.msg.splitlines()[0]}. Set what it refers to (export the "
+        f"environment variable), or give the interpolation a default, e.g. ${{oc.env:NAME,null}}."
+    )
 
 
 def _raise_if(problems: list[str]) -> None:
@@ -130,18 +183,23 @@ def load_model_arch(s: EngineSections) -> tuple[ModelArchConfig, Path | None]:
                 f"model.path={model.path}: {model_dir} has no config.json. A checkpoint "
                 f"directory holds config.json, tokenizer files and *.safetensors weights."
             )
-        hf = read_hf_config(config_file, model.hf_overrides)
-        return arch_from_hf_config(hf, str(config_file)), model_dir
+        return _arch_from(config_file, str(config_file), model.hf_overrides), model_dir
     known = known_arch_file(model.path)
     if known.is_file():
-        hf = read_hf_config(known, model.hf_overrides)
-        return arch_from_hf_config(hf, f"committed facts for {model.path}"), None
+        return _arch_from(known, f"committed facts for {model.path}", model.hf_overrides), None
     where = s.load.download_dir or "the default cache"
     raise ConfigError(
         f"model.path={model.path} is neither a local directory nor a hub id in the "
         f"Hugging Face cache ({where}). Point model.path at a local checkpoint directory "
         f"(config.json, tokenizer files, *.safetensors)."
     )
+
+
+def _arch_from(config_file: Path, source: str, overrides: dict[str, Any]) -> ModelArchConfig:
+    hf = read_hf_config(config_file)
+    for warning in hf_override_warnings(hf, overrides):
+        logger.warning(warning)
+    return arch_from_hf_config(apply_hf_overrides(hf, overrides), source)
 
 
 def _resolve_device(device: DeviceConfig, ctx: CheckContext) -> DeviceConfig:

@@ -27,17 +27,19 @@ class ConfigError(ValueError):
         super().__init__(message)
 
 
-# The exit status of a Hydra app whose config fails validation (compose errors exit 1).
+# The exit status of a Hydra app whose config fails validation.
 EXIT_CONFIG_ERROR = 2
+# ... and of one whose command line cannot be composed (unknown key or option), as Hydra's own.
+EXIT_COMPOSE_ERROR = 1
 
 
-def exit_on_config_error(run: Callable[[], T]) -> T:
-    """`run()`, but a ConfigError ends the process with its message and EXIT_CONFIG_ERROR
-    (no traceback) unless HYDRA_FULL_ERROR=1 asks for one: the apps' shared entry guard."""
+def exit_on_config_error(run: Callable[[], T], status: int = EXIT_CONFIG_ERROR) -> T:
+    """`run()`, but a ConfigError ends the process with its message and `status` (no
+    traceback) unless HYDRA_FULL_ERROR=1 asks for one: the apps' shared entry guard."""
     try:
         return run()
     except ConfigError as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"Config error: {e}", file=sys.stderr)
-        sys.exit(EXIT_CONFIG_ERROR)
+        sys.exit(status)

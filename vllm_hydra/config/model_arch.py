@@ -14,7 +14,7 @@ from typing import Any
 
 from vllm_hydra.config.errors import ConfigError
 
-# Architectures the engine implements (the model registry serves exactly these).
+# Architectures built into the engine (plugins may register more in the model registry).
 SUPPORTED_ARCHITECTURES = (
     "LlamaForCausalLM",
     "MistralForCausalLM",
@@ -139,14 +139,19 @@ def _max_len(hf: dict[str, Any]) -> tuple[int, str]:
 
 def arch_from_hf_config(hf: dict[str, Any], source: str) -> ModelArchConfig:
     """Parse a config.json dict. Raises ConfigError for an architecture the engine lacks."""
+    from vllm_hydra.model_executor.models.registry import ModelRegistry
+
     architectures = hf.get("architectures") or []
-    arch = next((a for a in architectures if a in SUPPORTED_ARCHITECTURES), None)
+    supported = ModelRegistry.get_supported_archs()  # built in, and registered by plugins
+    arch = next((a for a in architectures if a in supported), None)
     if arch is None:
         raise ConfigError(
             f"model.path: {source} names architectures={architectures}, which this engine does "
-            f"not implement. Supported: {', '.join(SUPPORTED_ARCHITECTURES)}."
+            f"not implement. Supported: {', '.join(supported)}. A plugin can add one "
+            f"(README 'Plugins')."
         )
     _check_supported_layers(hf, source)
+    _check_not_quantized(hf, source)
     heads = int(hf["num_attention_heads"])
     theta, scaling = _rope(hf)
     max_len, max_len_key = _max_len(hf)
@@ -193,15 +198,51 @@ def _check_supported_layers(hf: dict[str, Any], source: str) -> None:
         )
 
 
+def _check_not_quantized(hf: dict[str, Any], source: str) -> None:
+    quant = hf.get("quantization_config")
+    if not quant:
+        return
+    method = quant.get("quant_method", "unknown") if isinstance(quant, dict) else quant
+    raise ConfigError(
+        f"model.path: {source} declares quantization_config (quant_method={method}): quantized "
+        f"checkpoints are not supported yet, and serving its packed weights as dense ones "
+        f"would produce garbage. Use an unquantized (bf16/fp16/fp32) checkpoint of the model."
+    )
+
+
 def known_arch_file(hub_id: str) -> Path:
     """Where the committed config.json of a hub id lives (`org/name` -> `org--name.json`)."""
     return KNOWN_ARCHS_DIR / (hub_id.replace("/", "--") + ".json")
 
 
-def read_hf_config(path: Path, overrides: dict[str, Any]) -> dict[str, Any]:
-    """Read a config.json and lay `model.hf_overrides` over it."""
+def read_hf_config(path: Path) -> dict[str, Any]:
+    """Read a config.json as it is on disk."""
     try:
-        hf = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise ConfigError(f"model.path: cannot read {path}: {e}") from e
-    return {**hf, **overrides}
+
+
+def apply_hf_overrides(hf: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Lay `model.hf_overrides` over config.json. An old-form `rope_scaling` override on a
+    transformers-5 config (which reads only `rope_parameters`) lands in `rope_parameters`,
+    so it is honoured rather than shadowed."""
+    merged = {**hf, **overrides}
+    params = hf.get("rope_parameters")
+    if "rope_scaling" in overrides and "rope_parameters" not in overrides and params:
+        scaling = dict(overrides["rope_scaling"] or {"rope_type": "default"})
+        merged["rope_parameters"] = {"rope_theta": params.get("rope_theta"), **scaling}
+    return merged
+
+
+def hf_override_warnings(hf: dict[str, Any], overrides: dict[str, Any]) -> list[str]:
+    """Overrides that run but that vLLM warns about: a context beyond the trained length."""
+    trained, key = _max_len(hf)
+    value = overrides.get(key)
+    if not isinstance(value, int) or value <= trained:
+        return []
+    return [
+        f"model.hf_overrides.{key}={value} exceeds the length the checkpoint was trained for "
+        f"({key}={trained} in config.json): outputs beyond {trained} tokens degrade. To "
+        f"extend the context, scale RoPE instead (model.hf_overrides.rope_scaling)."
+    ]

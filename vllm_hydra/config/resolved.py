@@ -9,6 +9,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from vllm_hydra.config.secrets import redact_dict
 from vllm_hydra.config.vllm import VllmConfig
 
 
@@ -35,4 +36,5 @@ def _asdict(value: Any) -> Any:
 
 
 def resolved_config_yaml(config: VllmConfig) -> str:
-    return OmegaConf.to_yaml(OmegaConf.create(resolved_config_dict(config)))
+    """What the run dir keeps and a dry run prints: secrets redacted."""
+    return OmegaConf.to_yaml(OmegaConf.create(redact_dict(resolved_config_dict(config))))

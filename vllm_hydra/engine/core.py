@@ -67,6 +67,9 @@ class EngineCore:
         executor_class: type[Executor] | None = None,
         engine_index: int = 0,
     ):
+        from vllm_hydra.plugins import load_general_plugins
+
+        load_general_plugins()  # first, as in vLLM: a plugin may register the model class
         self.config = vllm_config
         self.engine_index = engine_index  # the data-parallel rank (metrics label `engine`)
         self.log_stats = vllm_config.observability.collect_stats

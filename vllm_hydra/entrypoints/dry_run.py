@@ -33,9 +33,16 @@ def derived_values(config: VllmConfig) -> list[tuple[str, str]]:
             f"{config.parallel.backend.value} (world size "
             f"{config.parallel.world_size}, dp {config.parallel.dp})",
         ),
+        ("devices needed", _devices_needed(config)),
         ("attention backend", config.attention.backend.value),
         ("served model name", config.served_model_name),
     ]
+
+
+def _devices_needed(config: VllmConfig) -> str:
+    p = config.parallel
+    kind = "GPUs" if config.device.type.value == "cuda" else "processes on CPU cores"
+    return f"{p.world_size * p.dp} {kind} (tp {p.tp} x pp {p.pp} x dp {p.dp})"
 
 
 def dry_run_report(config: VllmConfig, resolved_yaml: str) -> str:

@@ -31,6 +31,9 @@ class Worker:
         local_rank: int = 0,
         distributed_init_method: str | None = None,
     ) -> None:
+        from vllm_hydra.plugins import load_general_plugins
+
+        load_general_plugins()  # worker processes build the model, so they need its class
         self.config = vllm_config
         self.rank = rank
         self.local_rank = local_rank

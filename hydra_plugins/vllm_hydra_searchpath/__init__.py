@@ -1,0 +1,1 @@
+"""Hydra plugins that vllm_hydra ships (found by Hydra under the hydra_plugins namespace)."""

@@ -1,0 +1,122 @@
+"""Misconfigurations vLLM users report, each tried with `python serve.py` as a user would:
+the exit status and the words the message must contain, and never a traceback."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "vllm_hydra" / "assets" / "tiny-llama"
+
+# (id, overrides, exit status, words in the output). `{awq}` is a checkpoint directory whose
+# config.json declares an AWQ quantization_config; `{port}` a port another socket listens on.
+CASES: list[tuple[str, list[str], int, list[str]]] = [
+    ("mistyped profile", ["profile=h100-llama3"], 1, ["profile/h100-llama3", "h100-llama3-8b"]),
+    ("missing local", ["local=nonexistent"], 2, ["local=nonexistent", "no such option"]),
+    (
+        "rope_scaling on a rope_parameters checkpoint",
+        ["+model.hf_overrides={rope_scaling:{rope_type:linear,factor:2.0}}"],
+        0,
+        ["rope_type: linear", "max_model_len           4096 (model limit: 4096)"],
+    ),
+    ("quantized checkpoint", ["model.path={awq}"], 2, ["quantization_config", "awq", "not"]),
+    ("quantization key", ["+model.quantization=awq"], 1, ["model.quantization", "not supported"]),
+    (
+        "float16 on a bfloat16 checkpoint, context beyond training",
+        ["model.dtype=float16", "+model.hf_overrides.max_position_embeddings=4096"],
+        0,
+        ["WARNING", "model.dtype=float16 on a bfloat16 checkpoint", "exceeds the length"],
+    ),
+    (
+        "memory_utilization=1.0",
+        ["device=cuda", "model=llama3", "cache.memory_utilization=1.0"],
+        2,
+        ["cache.memory_utilization=1.0 leaves nothing", "<=0.95"],
+    ),
+    (
+        "dp x tp GPUs stated",
+        ["device=cuda", "model=llama3", "parallel.dp=4", "parallel.tp=4"],
+        0,
+        ["devices needed          16 GPUs (tp 4 x pp 1 x dp 4)"],
+    ),
+    (
+        "missing adapter dir",
+        ["lora=enabled", "+lora.adapters.a=/nonexistent/adapter"],
+        2,
+        ["lora.adapters.a=/nonexistent/adapter", "adapter_config.json"],
+    ),
+    ("missing tokenizer dir", ["model.tokenizer=/nonexistent/tok"], 2, ["model.tokenizer="]),
+    ("trust_remote_code", ["model.trust_remote_code=true"], 2, ["model.trust_remote_code=false"]),
+    ("+ on a typo", ["+parallel.tpp=4"], 1, ["parallel.tpp", "Did you mean parallel.tp"]),
+    ("typo", ["parallel.tpp=4"], 1, ["Did you mean parallel.tp or parallel.pp?"]),
+    (
+        "unset environment variable",
+        ["server.api_key=${oc.env:VLLM_HYDRA_TEST_UNSET}"],
+        2,
+        ["server.api_key", "VLLM_HYDRA_TEST_UNSET", "${oc.env:NAME,null}"],
+    ),
+    (
+        "four mistakes at once",
+        ["parallel.tp=3", "parallel.pp=8", "cache.block_size=24", "scheduler.max_num_seqs=0"],
+        2,
+        ["4 config errors", "parallel.tp=3", "parallel.pp=8", "block_size=24", "max_num_seqs=0"],
+    ),
+    ("bad override grammar", ["a=1 b=2"], 1, ["not a valid override"]),
+]
+
+
+@pytest.fixture(scope="module")
+def awq_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("awq")
+    hf = json.loads((TINY / "config.json").read_text())
+    hf["quantization_config"] = {"quant_method": "awq", "bits": 4, "group_size": 128}
+    (path / "config.json").write_text(json.dumps(hf))
+    shutil.copy(TINY / "model.safetensors", path / "model.safetensors")
+    return path
+
+
+@pytest.fixture(scope="module")
+def busy_port() -> Iterator[int]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def serve(args: list[str], run_dir: Path) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "serve.py", *args, f"hydra.run.dir={run_dir}"]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=180)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "status", "words"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_dry_run_misconfiguration(
+    overrides: list[str], status: int, words: list[str], awq_checkpoint: Path, tmp_path: Path
+) -> None:
+    args = [
+        "dry_run=true",
+        *(o.format(awq=awq_checkpoint) if "{awq}" in o else o for o in overrides),
+    ]
+    result = serve(args, tmp_path / "run")
+    output = result.stdout + result.stderr
+    assert result.returncode == status, output
+    for word in words:
+        assert word in output
+    assert "Traceback" not in output
+
+
+def test_busy_port_fails_before_the_model_loads(busy_port: int, tmp_path: Path) -> None:
+    result = serve([f"server.port={busy_port}", "cache.kv_cache_memory_gib=0.05"], tmp_path / "r")
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert f"server.port={busy_port}" in output and "server.port=0 picks a free one" in output
+    assert "Traceback" not in output and "Loading" not in output
