@@ -49,6 +49,7 @@ from vllm_hydra.engine.messages import (
     EngineHandshake,
     EngineLoad,
     EngineZmqAddresses,
+    FinishReason,
     UtilityOutput,
     UtilityRequest,
 )
@@ -321,7 +322,7 @@ class EngineCoreProc(EngineCore):
         if request_type == _EXECUTOR_FAILED:
             raise RuntimeError("Executor failed: a worker died (see above).")
         if request_type == EngineCoreRequestType.ADD:
-            self.add_request(body)
+            self._add_or_refuse(body)
         elif request_type == EngineCoreRequestType.ABORT:
             self.abort_requests(body)
             self.stats_stale = True
@@ -329,6 +330,20 @@ class EngineCoreProc(EngineCore):
             utility_output = self._call_utility(body)
             self.output_queue.put(
                 EngineCoreOutputs(engine_index=self.engine_index, utility_output=utility_output)
+            )
+
+    def _add_or_refuse(self, request: EngineCoreRequest) -> None:
+        """A request the scheduler refuses (its checks raise ValueError before any state
+        changes) fails alone, with an error output; the engine goes on, as vLLM's does."""
+        try:
+            self.add_request(request)
+        except ValueError as exc:
+            logger.warning("Refused request %s: %s", request.request_id, exc)
+            refused = EngineCoreOutput(
+                request.request_id, [], finish_reason=FinishReason.ERROR, error=str(exc)
+            )
+            self.output_queue.put(
+                EngineCoreOutputs(engine_index=self.engine_index, outputs=[refused])
             )
 
     def _call_utility(self, call: UtilityRequest) -> UtilityOutput:
