@@ -204,6 +204,8 @@ class EngineCoreProc(EngineCore):
         self.shutdown_requested = False
         # The frontend's gauges have not seen the scheduler's latest state (e.g. after aborts).
         self.stats_stale = False
+        # get_stats calls that came with new requests: answered after the next step (below).
+        self.deferred_stats_calls: list[UtilityRequest] = []
         self.ctx = zmq.Context()
         self.identity = engine_identity(engine_index)
         handshake = _connect(self.ctx, zmq.DEALER, handshake_address, self.identity)
@@ -287,6 +289,7 @@ class EngineCoreProc(EngineCore):
         while not self.shutdown_requested:
             self._process_input_queue()
             self._process_engine_step()
+            self._answer_deferred_stats_calls()
             self._publish_load()
 
     def _process_input_queue(self) -> None:
@@ -327,10 +330,24 @@ class EngineCoreProc(EngineCore):
             self.abort_requests(body)
             self.stats_stale = True
         elif request_type == EngineCoreRequestType.UTILITY:
-            utility_output = self._call_utility(body)
-            self.output_queue.put(
-                EngineCoreOutputs(engine_index=self.engine_index, utility_output=utility_output)
-            )
+            if body.method_name == "get_stats" and self.has_unfinished_requests():
+                self.deferred_stats_calls.append(body)
+            else:
+                self._answer_utility(body)
+
+    def _answer_deferred_stats_calls(self) -> None:
+        """Stats are read after the step that follows their call, so they show the
+        scheduler's decision on requests that arrived with it, never the moment between a
+        request's arrival and its first scheduling (get_stats is read-only: no order changes)."""
+        for call in self.deferred_stats_calls:
+            self._answer_utility(call)
+        self.deferred_stats_calls.clear()
+
+    def _answer_utility(self, call: UtilityRequest) -> None:
+        utility_output = self._call_utility(call)
+        self.output_queue.put(
+            EngineCoreOutputs(engine_index=self.engine_index, utility_output=utility_output)
+        )
 
     def _add_or_refuse(self, request: EngineCoreRequest) -> None:
         """A request the scheduler refuses (its checks raise ValueError before any state
