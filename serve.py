@@ -10,6 +10,7 @@ python serve.py --cfg job                        # print the composed config
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -61,7 +62,17 @@ def run(cfg: DictConfig) -> None:
     except EngineStartupError as e:
         print(f"Engine start-up failed: {e}", file=sys.stderr)
         sys.exit(EXIT_STARTUP_FAILURE)
-    sys.exit(exit_code)
+    _exit_now(exit_code)
+
+
+def _exit_now(exit_code: int) -> None:
+    """The server stopped: engines joined, sockets closed, logs written. Skip the interpreter's
+    teardown, which with torch loaded takes seconds in native code (2.3 s on a 2-core machine)
+    and would make a SIGTERM'd server slow to exit, as the engine process does."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(exit_code)
 
 
 @hydra.main(config_path="conf", config_name="serve", version_base="1.3")

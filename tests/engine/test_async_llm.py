@@ -15,7 +15,7 @@ import pytest_asyncio
 from tests.engine.conftest import child_pids, is_gone
 from vllm_hydra.config.vllm import VllmConfig
 from vllm_hydra.engine.async_llm import AsyncLLM
-from vllm_hydra.engine.exceptions import EngineDeadError
+from vllm_hydra.engine.exceptions import EngineDeadError, EngineRequestError
 from vllm_hydra.request_output import RequestOutput
 from vllm_hydra.sampling_params import RequestOutputKind, SamplingParams, SamplingParamsError
 
@@ -140,3 +140,31 @@ async def test_engine_death_ends_in_flight_requests(tiny_config: VllmConfig) -> 
     finally:
         engine.shutdown()
     assert is_gone(pid) and child_pids() <= before
+
+
+async def test_a_request_the_engine_refuses_fails_alone(
+    llm: AsyncLLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The injected fault: the frontend's checks are skipped, so a prompt longer than
+    max_model_len reaches the engine, whose scheduler refuses it. Only that request fails; one
+    running beside it finishes and the next request succeeds."""
+    prompt_ids = llm.input_processor.tokenize(PROMPT)
+    beside = asyncio.create_task(
+        _collect(llm, "beside", RequestOutputKind.FINAL_ONLY, max_tokens=40, ignore_eos=True)
+    )
+    monkeypatch.setattr(llm.input_processor, "_validate", lambda *_: None)
+    too_long = [5] * (llm.vllm_config.model.max_model_len + 10)
+    for n in (1, 2):  # with n=2 both children are refused; the request fails once
+        stream = llm.generate(too_long, SamplingParams(n=n, max_tokens=4), f"refused-{n}")
+        with pytest.raises(EngineRequestError, match="exceeds max_model_len"):
+            async with asyncio.timeout(10):
+                async for _ in stream:
+                    pass
+    monkeypatch.undo()
+    assert not llm.errored
+    (done,) = await beside
+    assert done.finished and len(done.outputs[0].token_ids) == 40
+    after = [o async for o in llm.generate(prompt_ids, SamplingParams(max_tokens=3), "after")]
+    assert after[-1].finished and len(after[-1].outputs[0].token_ids) == 3
+    stats = await llm.get_stats()
+    assert stats["num_running"] == 0 and stats["num_waiting"] == 0

@@ -90,6 +90,7 @@ def check_field_ranges(s: EngineSections) -> list[str]:
         *_at_least("server.shutdown_timeout_s", sv.shutdown_timeout_s, 0),
         *_at_least("server.max_queued_requests", sv.max_queued_requests, 1, " or null"),
         *check_memory_utilization_headroom(s),
+        *_at_least("server.max_request_body_bytes", sv.max_request_body_bytes, 1, " or null"),
         *check_block_size(s),
         *check_capture_sizes(s),
         *check_compile_cache_dir(s),

@@ -12,6 +12,7 @@ periodic stats line, `do_log_stats`), and finished requests become spans when tr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,11 @@ from typing import TYPE_CHECKING, Any
 from vllm_hydra.config.support import check_supported
 from vllm_hydra.config.vllm import VllmConfig
 from vllm_hydra.engine.core_client import make_async_mp_client
-from vllm_hydra.engine.exceptions import EngineDeadError
+from vllm_hydra.engine.exceptions import (
+    EngineDeadError,
+    EngineRequestError,
+    EngineShutdownError,
+)
 from vllm_hydra.engine.input_processor import InputProcessor
 from vllm_hydra.engine.messages import EngineCoreOutputs, EngineCoreRequest
 from vllm_hydra.engine.output_collector import RequestOutputCollector
@@ -56,6 +61,7 @@ class AsyncLLM:
         self._collectors: dict[str, RequestOutputCollector] = {}
         self._children: dict[str, list[str]] = {}  # request id -> its engine request ids
         self._output_handler: asyncio.Task | None = None
+        self._stopping: EngineShutdownError | None = None  # set by abort_all
 
     @classmethod
     def from_vllm_config(cls, vllm_config: VllmConfig) -> AsyncLLM:
@@ -106,6 +112,8 @@ class AsyncLLM:
     ) -> RequestOutputCollector:
         if self.dead_error is not None:
             raise self.dead_error
+        if self._stopping is not None:
+            raise self._stopping
         if request_id in self._collectors:
             raise ValueError(f"Request {request_id} is already running.")
         requests = self._make_requests(prompt_token_ids, params, request_id)
@@ -149,6 +157,7 @@ class AsyncLLM:
                     if collector is not None:
                         collector.put(output)
                 await self.engine_core.abort_requests_async(processed.reqs_to_abort)
+                await self._fail_refused(processed.refused)
         except EngineDeadError as exc:
             self._fail_all(exc)
         except asyncio.CancelledError:
@@ -156,6 +165,14 @@ class AsyncLLM:
         except Exception as exc:  # a bug here must not leave requests hanging
             logger.exception("AsyncLLM output handler failed.")
             self._fail_all(exc)
+
+    async def _fail_refused(self, refused: dict[str, str]) -> None:
+        """Requests the engine refused fail alone (their other sequences are aborted)."""
+        for request_id, reason in refused.items():
+            collector = self._collectors.get(request_id)
+            if collector is not None:
+                collector.put(EngineRequestError(reason))
+            await self.abort(request_id)
 
     def _process_outputs(self, outputs: EngineCoreOutputs) -> OutputProcessorOutput:
         """Run the OutputProcessor over one engine step and feed the stat loggers."""
@@ -182,6 +199,17 @@ class AsyncLLM:
     def _fail_all(self, error: Exception) -> None:
         for collector in self._collectors.values():
             collector.put(error)
+
+    async def abort_all(self) -> None:
+        """End every request in flight with EngineShutdownError (their streams close cleanly,
+        not cancelled) and refuse new ones: the server is stopping."""
+        self._stopping = EngineShutdownError()
+        self._fail_all(self._stopping)
+        children = [rid for ids in self._children.values() for rid in ids]
+        self.output_processor.abort_requests(children)
+        if children:
+            with contextlib.suppress(EngineDeadError):  # a dead engine holds no blocks
+                await self.engine_core.abort_requests_async(children)
 
     async def abort(self, request_id: str) -> None:
         """Stop a request: the engine frees its KV blocks; its generate() ends."""

@@ -49,6 +49,7 @@ from vllm_hydra.engine.messages import (
     EngineHandshake,
     EngineLoad,
     EngineZmqAddresses,
+    FinishReason,
     UtilityOutput,
     UtilityRequest,
 )
@@ -206,6 +207,8 @@ class EngineCoreProc(EngineCore):
         self.shutdown_requested = False
         # The frontend's gauges have not seen the scheduler's latest state (e.g. after aborts).
         self.stats_stale = False
+        # get_stats calls that came with new requests: answered after the next step (below).
+        self.deferred_stats_calls: list[UtilityRequest] = []
         self.ctx = zmq.Context()
         self.identity = engine_identity(engine_index)
         handshake = _connect(self.ctx, zmq.DEALER, handshake_address, self.identity)
@@ -289,6 +292,7 @@ class EngineCoreProc(EngineCore):
         while not self.shutdown_requested:
             self._process_input_queue()
             self._process_engine_step()
+            self._answer_deferred_stats_calls()
             self._publish_load()
 
     def _process_input_queue(self) -> None:
@@ -324,14 +328,42 @@ class EngineCoreProc(EngineCore):
         if request_type == _EXECUTOR_FAILED:
             raise RuntimeError("Executor failed: a worker died (see above).")
         if request_type == EngineCoreRequestType.ADD:
-            self.add_request(body)
+            self._add_or_refuse(body)
         elif request_type == EngineCoreRequestType.ABORT:
             self.abort_requests(body)
             self.stats_stale = True
         elif request_type == EngineCoreRequestType.UTILITY:
-            utility_output = self._call_utility(body)
+            if body.method_name == "get_stats" and self.has_unfinished_requests():
+                self.deferred_stats_calls.append(body)
+            else:
+                self._answer_utility(body)
+
+    def _answer_deferred_stats_calls(self) -> None:
+        """Stats are read after the step that follows their call, so they show the
+        scheduler's decision on requests that arrived with it, never the moment between a
+        request's arrival and its first scheduling (get_stats is read-only: no order changes)."""
+        for call in self.deferred_stats_calls:
+            self._answer_utility(call)
+        self.deferred_stats_calls.clear()
+
+    def _answer_utility(self, call: UtilityRequest) -> None:
+        utility_output = self._call_utility(call)
+        self.output_queue.put(
+            EngineCoreOutputs(engine_index=self.engine_index, utility_output=utility_output)
+        )
+
+    def _add_or_refuse(self, request: EngineCoreRequest) -> None:
+        """A request the scheduler refuses (its checks raise ValueError before any state
+        changes) fails alone, with an error output; the engine goes on, as vLLM's does."""
+        try:
+            self.add_request(request)
+        except ValueError as exc:
+            logger.warning("Refused request %s: %s", request.request_id, exc)
+            refused = EngineCoreOutput(
+                request.request_id, [], finish_reason=FinishReason.ERROR, error=str(exc)
+            )
             self.output_queue.put(
-                EngineCoreOutputs(engine_index=self.engine_index, utility_output=utility_output)
+                EngineCoreOutputs(engine_index=self.engine_index, outputs=[refused])
             )
 
     def _call_utility(self, call: UtilityRequest) -> UtilityOutput:

@@ -27,14 +27,16 @@ class InputProcessor:
         self.vocab_size = config.arch.vocab_size
         self.eos_token_id = _eos_token_id(config, tokenizer)
 
-    def tokenize(self, prompt: str | list[int]) -> list[int]:
+    def tokenize(self, prompt: str | list[int], add_special_tokens: bool = True) -> list[int]:
         if isinstance(prompt, str):
-            return self._tokenizer("prompt").encode(prompt)
+            return self._tokenizer("prompt").encode(prompt, add_special_tokens=add_special_tokens)
         return list(prompt)
 
-    def apply_chat_template(self, messages: ChatMessages) -> list[int]:
+    def apply_chat_template(
+        self, messages: ChatMessages, add_generation_prompt: bool = True
+    ) -> list[int]:
         encoded = self._tokenizer("messages").apply_chat_template(
-            list(messages), add_generation_prompt=True, tokenize=True
+            list(messages), add_generation_prompt=add_generation_prompt, tokenize=True
         )
         # transformers 5 returns a BatchEncoding here, 4.x a list.
         return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
@@ -70,10 +72,7 @@ class InputProcessor:
             raise SamplingParamsError("stop", "Stop strings need a tokenizer; use stop_token_ids.")
         if not prompt_token_ids:
             raise SamplingParamsError("prompt", "The prompt is empty.")
-        if any(not 0 <= t < self.vocab_size for t in prompt_token_ids):
-            raise SamplingParamsError(
-                "prompt", f"Token ids must be in [0, {self.vocab_size}) for this model."
-            )
+        check_token_ids(prompt_token_ids, self.vocab_size, "prompt")
         if len(prompt_token_ids) >= self.max_model_len:
             raise SamplingParamsError(
                 "prompt",
@@ -81,6 +80,17 @@ class InputProcessor:
                 f"length is {self.max_model_len}, which must leave room for at least one "
                 f"output token.",
             )
+
+
+def check_token_ids(token_ids: Sequence[int], vocab_size: int, param: str) -> None:
+    """Raise SamplingParamsError naming the first id outside the vocabulary."""
+    bad = next((t for t in token_ids if not 0 <= t < vocab_size), None)
+    if bad is not None:
+        raise SamplingParamsError(
+            param,
+            f"Token id {bad} is out of vocabulary: this model's token ids are in "
+            f"[0, {vocab_size}).",
+        )
 
 
 def _eos_token_id(config: VllmConfig, tokenizer: PreTrainedTokenizerBase | None) -> int | None:

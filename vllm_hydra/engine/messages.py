@@ -21,9 +21,10 @@ class FinishReason(enum.IntEnum):
     STOP = 0  # EOS, a stop token or a stop string
     LENGTH = 1  # max_tokens or max_model_len
     ABORT = 2  # aborted by the client or the engine
+    ERROR = 3  # the engine refused the request (EngineCoreOutput.error says why)
 
     def __str__(self) -> str:
-        return ("stop", "length", "abort")[self.value]
+        return ("stop", "length", "abort", "error")[self.value]
 
 
 class EngineCoreEventType(enum.IntEnum):
@@ -74,6 +75,7 @@ class EngineCoreOutput(msgspec.Struct, array_like=True, omit_defaults=True):
     num_cached_tokens: int = 0  # prompt tokens served from the prefix cache
     # QUEUED / SCHEDULED / PREEMPTED since the request's last output (only when stats are on).
     events: list[EngineCoreEvent] | None = None
+    error: str | None = None  # with FinishReason.ERROR: why the engine refused the request
 
     @property
     def finished(self) -> bool:

@@ -142,6 +142,8 @@ class RequestState:
 class OutputProcessorOutput:
     request_outputs: list[RequestOutput]  # what to deliver this step, per output_kind
     reqs_to_abort: list[str]  # engine requests that hit a stop string
+    # Parent request id -> why the engine refused it (FinishReason.ERROR): it fails whole.
+    refused: dict[str, str] = field(default_factory=dict)
 
 
 class OutputProcessor:
@@ -185,9 +187,14 @@ class OutputProcessor:
         step's tokens and latencies (`engine_core_timestamp`: the step's engine time)."""
         changed: dict[str, list[RequestState]] = {}  # parent id -> its sequences that moved
         to_abort: list[str] = []
+        refused: dict[str, str] = {}
         for output in outputs:
             state = self.request_states.get(output.request_id)
             if state is None:  # aborted meanwhile
+                continue
+            if output.finish_reason == FinishReason.ERROR:
+                del self.request_states[output.request_id]
+                refused[state.parent.request_id] = output.error or "refused by the engine"
                 continue
             if iteration_stats is not None and state.stats is not None:
                 iteration_stats.update_from_output(
@@ -200,8 +207,12 @@ class OutputProcessor:
                 del self.request_states[output.request_id]
                 self._finish_stats(state, finish_reason, iteration_stats)
             changed.setdefault(state.parent.request_id, []).append(state)
-        request_outputs = [self._make_output(states) for states in changed.values()]
-        return OutputProcessorOutput([o for o in request_outputs if o is not None], to_abort)
+        request_outputs = [
+            self._make_output(states) for parent, states in changed.items() if parent not in refused
+        ]
+        return OutputProcessorOutput(
+            [o for o in request_outputs if o is not None], to_abort, refused
+        )
 
     def _finish_stats(
         self,

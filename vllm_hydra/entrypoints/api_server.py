@@ -27,6 +27,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 import vllm_hydra
 from vllm_hydra.config.server import ServerConfig
 from vllm_hydra.config.vllm import VllmConfig
+from vllm_hydra.entrypoints.body_size_limit import BodySizeLimit
+from vllm_hydra.entrypoints.openai.async_tokenizer import AsyncTokenizer
 from vllm_hydra.entrypoints.openai.errors import (
     AuthenticationError,
     ServiceUnavailableError,
@@ -40,9 +42,10 @@ from vllm_hydra.entrypoints.openai.protocol import (
     DetokenizeRequest,
     TokenizeRequest,
 )
+from vllm_hydra.entrypoints.openai.server_load import ServerLoad
 from vllm_hydra.entrypoints.openai.serving_chat import OpenAIServingChat
 from vllm_hydra.entrypoints.openai.serving_completion import OpenAIServingCompletion
-from vllm_hydra.entrypoints.openai.serving_engine import ClientDisconnected, ServerLoad
+from vllm_hydra.entrypoints.openai.serving_engine import ClientDisconnected
 from vllm_hydra.entrypoints.openai.serving_models import OpenAIServingModels
 from vllm_hydra.entrypoints.openai.serving_tokenization import OpenAIServingTokenization
 
@@ -55,6 +58,9 @@ EXIT_ENGINE_DEAD = 1
 # After the engine dies the server keeps answering 503 this long, then exits.
 ENGINE_DEAD_GRACE_S = 3.0
 ENGINE_WATCH_INTERVAL_S = 0.2
+# uvicorn cancels what is still running this long after server.shutdown_timeout_s: by then our
+# own stop (an error event and [DONE] on every stream, 503 for the rest) has ended it all.
+UVICORN_CANCEL_MARGIN_S = 5.0
 # Paths the API key guards (vLLM guards /v1 and friends; /health stays open).
 GUARDED_PREFIXES = ("/v1",)
 # Paths that answer while the model loads (everything else, /health included, answers 503).
@@ -84,6 +90,8 @@ def build_app(engine_client: AsyncLLM | None, vllm_config: VllmConfig) -> FastAP
         vllm_config.scheduler.max_num_seqs, vllm_config.server.max_queued_requests
     )
     register_error_handlers(app)
+    if vllm_config.server.max_request_body_bytes is not None:
+        app.add_middleware(BodySizeLimit, max_bytes=vllm_config.server.max_request_body_bytes)
     app.add_middleware(RequestGuard, check=_refuse_while_loading)
     if vllm_config.server.api_key:
         app.add_middleware(RequestGuard, check=_api_key_check(vllm_config.server.api_key))
@@ -97,9 +105,10 @@ def build_app(engine_client: AsyncLLM | None, vllm_config: VllmConfig) -> FastAP
 
 def attach_engine(app: FastAPI, engine_client: AsyncLLM) -> None:
     models, load = app.state.models, app.state.load
-    app.state.serving_completion = OpenAIServingCompletion(engine_client, models, load)
-    app.state.serving_chat = OpenAIServingChat(engine_client, models, load)
-    app.state.serving_tokenization = OpenAIServingTokenization(engine_client, models)
+    tokenizer = app.state.async_tokenizer = AsyncTokenizer(engine_client)
+    app.state.serving_completion = OpenAIServingCompletion(engine_client, models, load, tokenizer)
+    app.state.serving_chat = OpenAIServingChat(engine_client, models, load, tokenizer)
+    app.state.serving_tokenization = OpenAIServingTokenization(engine_client, models, tokenizer)
     app.state.engine_client = engine_client  # last: this opens the routes
 
 
@@ -131,20 +140,25 @@ async def _respond(result: Awaitable[Any]) -> Response:
     except ClientDisconnected:
         return Response(status_code=499)
     if hasattr(answer, "__aiter__"):
-        return SSEResponse(_sse(answer), media_type="text/event-stream")
+        return SSEResponse(answer)
     return JSONResponse(answer.model_dump(exclude_none=True))
 
 
 class SSEResponse(StreamingResponse):
-    """A stream that closes its generator as soon as the response ends, also when the client
-    left mid-stream, so the request is aborted now rather than when the generator is collected.
-    """
+    """A stream that closes its chunks as soon as the response ends, also when the client left
+    mid-stream (or before the first chunk), so the request is aborted and its admission freed
+    now rather than when a generator is collected."""
+
+    def __init__(self, chunks: AsyncIterator[str]) -> None:
+        super().__init__(_sse(chunks), media_type="text/event-stream")
+        self.chunks = chunks
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
             await self.body_iterator.aclose()  # type: ignore[attr-defined]
+            await self.chunks.aclose()  # type: ignore[attr-defined]
 
 
 async def _sse(chunks: AsyncIterator[str]) -> AsyncIterator[str]:
@@ -178,7 +192,7 @@ async def version() -> JSONResponse:
 
 async def tokenize(request: TokenizeRequest, raw_request: Request) -> JSONResponse:
     serving: OpenAIServingTokenization = raw_request.app.state.serving_tokenization
-    return JSONResponse(serving.tokenize(request).model_dump())
+    return JSONResponse((await serving.tokenize(request)).model_dump())
 
 
 async def detokenize(request: DetokenizeRequest, raw_request: Request) -> JSONResponse:
@@ -262,18 +276,44 @@ def bind_socket(config: ServerConfig) -> socket.socket:
     return sock
 
 
+class StoppableServer(uvicorn.Server):
+    """uvicorn's server; on SIGTERM/SIGINT it stops accepting and, after
+    server.shutdown_timeout_s of drain, ends what is still in flight itself (`stop_in_flight`):
+    each stream with an error event and [DONE], each other request with a 503. uvicorn would
+    instead cancel them, cutting streams off and logging every cancellation."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI, drain_s: float) -> None:
+        super().__init__(config)
+        self.app = app
+        self.drain_s = drain_s
+        self.stop_task: asyncio.Task | None = None
+        self.stop_scheduled = False
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        super().handle_exit(sig, frame)
+        if not self.stop_scheduled:  # in a signal handler: hand over to the event loop
+            self.stop_scheduled = True
+            loop = asyncio.get_event_loop()
+            loop.call_soon_threadsafe(loop.call_later, self.drain_s, self._stop_in_flight)
+
+    def _stop_in_flight(self) -> None:
+        engine: AsyncLLM | None = self.app.state.engine_client
+        if engine is not None:
+            self.stop_task = asyncio.ensure_future(engine.abort_all())
+
+
 def serve_http(
     app: FastAPI, config: ServerConfig, sock: socket.socket
 ) -> tuple[uvicorn.Server, asyncio.Future]:
-    """Start uvicorn on `sock`. It handles SIGTERM/SIGINT itself: stop accepting, let requests
-    finish for server.shutdown_timeout_s, then cancel them (which aborts them in the engine)."""
+    """Start uvicorn on `sock`. On SIGTERM/SIGINT it stops accepting, lets requests finish for
+    server.shutdown_timeout_s, then ends them (which aborts them in the engine)."""
     uv_config = uvicorn.Config(
         app,
         log_config=None,  # keep Hydra's logging
-        timeout_graceful_shutdown=max(config.shutdown_timeout_s, 0.01),
+        timeout_graceful_shutdown=config.shutdown_timeout_s + UVICORN_CANCEL_MARGIN_S,
         timeout_keep_alive=5,
     )
-    server = uvicorn.Server(uv_config)
+    server = StoppableServer(uv_config, app, config.shutdown_timeout_s)
     return server, asyncio.ensure_future(server.serve(sockets=[sock]))
 
 
@@ -344,6 +384,7 @@ async def _run(vllm_config: VllmConfig, sock: socket.socket, state: ServerState)
             finally:
                 for task in tasks:
                     task.cancel()
+                app.state.async_tokenizer.shutdown()
     finally:
         if not serving.done():  # the engine failed to start
             server.should_exit = True

@@ -16,6 +16,7 @@ from vllm_hydra.config.compose import compose_config
 from vllm_hydra.config.support import check_supported
 from vllm_hydra.config.vllm import VllmConfig
 from vllm_hydra.engine.core_client import InprocClient, SyncMPClient, make_sync_mp_client
+from vllm_hydra.engine.exceptions import EngineRequestError
 from vllm_hydra.engine.input_processor import ChatMessages, InputProcessor
 from vllm_hydra.engine.output_processor import (
     OutputProcessor,
@@ -114,6 +115,8 @@ class LLM:
                 outputs = self.engine_core.get_output().outputs
                 processed = self.output_processor.process_outputs(outputs)
                 self.engine_core.abort_requests(processed.reqs_to_abort)
+                for request_id, reason in processed.refused.items():
+                    raise EngineRequestError(f"Request {request_id}: {reason}")
                 for output in processed.request_outputs:
                     if output.finished:
                         finished[output.request_id] = output

@@ -12,9 +12,9 @@ from vllm_hydra.entrypoints.openai.protocol import ChatCompletionRequest, Comple
 
 def test_unknown_fields_are_accepted_and_logged(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
-        request = CompletionRequest(prompt="hi", best_of=3, functions=[])  # type: ignore[call-arg]
-    assert request.model_extra == {"best_of": 3, "functions": []}
-    assert "ignoring unknown fields ['best_of', 'functions']" in caplog.text
+        request = CompletionRequest(prompt="hi", metadata={"a": "b"}, functions=[])  # type: ignore[call-arg]
+    assert request.model_extra == {"metadata": {"a": "b"}, "functions": []}
+    assert "ignoring unknown fields ['functions', 'metadata']" in caplog.text
 
 
 def test_completion_defaults_follow_openai() -> None:

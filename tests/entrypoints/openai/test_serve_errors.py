@@ -1,8 +1,10 @@
-"""Done-when item 2: bad input of many kinds gets the right status, OpenAI's error shape and the
+"""Bad input of many kinds (issue 14's table: Starlette's own errors, strict types, finite
+floats, valid Unicode, bounded n and seed) gets a 4xx in OpenAI's error shape naming the
 offending `param`, before any streamed byte; the server answers correctly afterwards."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -23,6 +25,15 @@ def cmpl(**fields: Any) -> dict[str, Any]:
 
 def chat(**fields: Any) -> dict[str, Any]:
     return {"model": MODEL, "messages": OK_MESSAGES, "max_completion_tokens": 4, **fields}
+
+
+def raw(body: dict[str, Any]) -> bytes:
+    """As a client that does not care would send it: NaN, Infinity and \\ud800 escapes."""
+    return json.dumps(body).encode()
+
+
+SURROGATE = "abc\ud800def"
+DEEP = b'{"prompt": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
 
 
 # (name, path, body (a dict, or raw bytes), status, param)
@@ -97,13 +108,80 @@ CASES: list[tuple[str, str, Any, int, str | None]] = [
     ("chat bad param while streaming", CHAT, chat(stream=True, top_p=0), 400, "top_p"),
     ("detokenize out of vocabulary", "/detokenize", {"tokens": [5, -1]}, 400, "tokens"),
     ("tokenize nothing", "/tokenize", {}, 400, "prompt"),
+    # Starlette's and FastAPI's own answers, in OpenAI's shape
+    ("unknown route", "/v1/embeddings", {"input": "x"}, 404, None),
+    ("unknown route, GET", "GET /v2/anything", None, 404, None),
+    ("GET on a POST route", "GET /v1/completions", None, 405, None),
+    ("DELETE on a GET route", "DELETE /v1/models", None, 405, None),
+    ("body not UTF-8", CMPL, b'{"prompt": "\xff\xfe"}', 400, None),
+    ("JSON nested 100,000 deep", CMPL, DEEP, 400, None),
+    ("body not JSON at all", CMPL, b"prompt=Hello", 400, None),
+    # strict types: a bool is not a number, a string is not a bool, a float is not an int
+    ("stream a string", CMPL, cmpl(stream="yes"), 400, "stream"),
+    ("max_tokens true", CMPL, cmpl(max_tokens=True), 400, "max_tokens"),
+    ("temperature true", CMPL, cmpl(temperature=True), 400, "temperature"),
+    ("n true", CMPL, cmpl(n=True), 400, "n"),
+    ("n a float", CMPL, cmpl(n=2.5), 400, "n"),
+    ("seed true", CMPL, cmpl(seed=True), 400, "seed"),
+    ("top_k a float", CMPL, cmpl(top_k=2.0), 400, "top_k"),
+    ("logprobs true", CMPL, cmpl(logprobs=True), 400, "logprobs"),
+    ("echo a string", CMPL, cmpl(echo="no"), 400, "echo"),
+    ("token id true", CMPL, cmpl(prompt=[1, True]), 400, "prompt"),
+    ("stop a number", CMPL, cmpl(stop=7), 400, "stop"),
+    (
+        "stream_options include_usage a string",
+        CMPL,
+        cmpl(stream=True, stream_options={"include_usage": "yes"}),
+        400,
+        "stream_options.include_usage",
+    ),
+    ("chat logprobs a number", CHAT, chat(logprobs=1), 400, "logprobs"),
+    ("detokenize strings", "/detokenize", {"tokens": ["5"]}, 400, "tokens.0"),
+    ("detokenize missing tokens", "/detokenize", {}, 400, "tokens"),
+    # finite floats
+    ("temperature Infinity", CMPL, raw(cmpl(temperature=float("inf"))), 400, "temperature"),
+    ("temperature NaN", CMPL, raw(cmpl(temperature=float("nan"))), 400, "temperature"),
+    ("top_p -Infinity", CHAT, raw(chat(top_p=float("-inf"))), 400, "top_p"),
+    ("logit_bias NaN", CMPL, raw(cmpl(logit_bias={"5": float("nan")})), 400, "logit_bias.5"),
+    # bounds: seed within 64 bits, n and best_of bounded
+    ("seed 2**70", CMPL, cmpl(seed=2**70), 400, "seed"),
+    ("seed below int64", CHAT, chat(seed=-(2**63) - 1), 400, "seed"),
+    ("n 10000", CMPL, cmpl(n=10_000), 400, "n"),
+    ("chat n 10000", CHAT, chat(n=10_000), 400, "n"),
+    ("best_of below n", CMPL, cmpl(n=3, best_of=2), 400, "best_of"),
+    ("best_of above n", CMPL, cmpl(n=1, best_of=3), 400, "best_of"),
+    # valid Unicode: a lone surrogate, wherever it is
+    ("lone surrogate in prompt", CMPL, raw(cmpl(prompt=SURROGATE)), 400, "prompt"),
+    ("lone surrogate in prompt list", CMPL, raw(cmpl(prompt=["ok", SURROGATE])), 400, "prompt"),
+    ("lone surrogate in stop", CMPL, raw(cmpl(stop=[SURROGATE])), 400, "stop"),
+    (
+        "lone surrogate in chat content",
+        CHAT,
+        raw(chat(messages=[{"role": "user", "content": SURROGATE}])),
+        400,
+        "messages",
+    ),
+    ("lone surrogate in /tokenize", "/tokenize", raw({"prompt": SURROGATE}), 400, "prompt"),
+    ("lone surrogate in an unknown field", CMPL, raw(cmpl(metadata=SURROGATE)), 400, None),
+    (
+        "tokenize prompt and messages",
+        "/tokenize",
+        {"prompt": "a", "messages": OK_MESSAGES},
+        400,
+        "prompt",
+    ),
+    ("tokenize unknown model", "/tokenize", {"prompt": "a", "model": "nope"}, 404, "model"),
 ]
 
 
 def post(server: RemoteServer, path: str, body: Any) -> httpx.Response:
+    """POST `body` to `path`, or use the method `path` starts with ("GET /v1/completions")."""
+    method, _, path = path.rpartition(" ")
     if isinstance(body, bytes):
         headers = {"content-type": "application/json"}
         return httpx.post(server.url + path, content=body, headers=headers, timeout=30)
+    if method:
+        return httpx.request(method, server.url + path, timeout=30)
     return httpx.post(server.url + path, json=body, timeout=30)
 
 
@@ -116,10 +194,39 @@ def test_bad_input(
     response = post(server, path, body)
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/json"  # never a started stream
+    assert_openai_error(response, param)
+
+
+def assert_openai_error(response: httpx.Response, param: str | None) -> None:
     error = response.json()["error"]
     assert set(error) == {"message", "type", "param", "code"}
     assert error["param"] == param
     assert error["type"] == "invalid_request_error" and error["message"]
+
+
+def test_body_over_the_limit_is_413_before_it_is_read(server: RemoteServer) -> None:
+    """server.max_request_body_bytes (32 MiB by default): by Content-Length, and counted
+    as a chunked body arrives."""
+    too_big = b'{"prompt": "' + b"a" * (32 * 2**20) + b'"}'
+    response = post(server, CMPL, too_big)
+    assert response.status_code == 413
+    assert_openai_error(response, None)
+    assert "server.max_request_body_bytes=33554432" in response.json()["error"]["message"]
+
+    def chunks() -> Any:
+        for start in range(0, len(too_big), 2**20):
+            yield too_big[start : start + 2**20]
+
+    chunked = httpx.post(server.url + CMPL, content=chunks(), timeout=30)
+    assert chunked.request.headers["transfer-encoding"] == "chunked"
+    assert chunked.status_code == 413
+    assert_openai_error(chunked, None)
+
+
+def test_invalid_unicode_names_where(server: RemoteServer) -> None:
+    body = raw(chat(messages=[OK_MESSAGES[0], {"role": "user", "content": SURROGATE}]))
+    message = post(server, CHAT, body).json()["error"]["message"]
+    assert "invalid Unicode (messages.1.content)" in message and "index 3" in message
 
 
 def test_too_long_prompt_names_the_numbers(server: RemoteServer) -> None:

@@ -3,6 +3,8 @@ server.shutdown_timeout_s), exits 0 and leaves no process behind."""
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 
 import psutil
@@ -13,19 +15,31 @@ from tests.entrypoints.openai.remote_server import RemoteServer, StreamReader
 LONG = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 2000, "ignore_eos": True}
 
 
-def test_sigterm_aborts_in_flight_requests_and_leaves_no_process(tmp_path: Path) -> None:
+def test_sigterm_ends_eight_streams_cleanly_and_leaves_no_process(tmp_path: Path) -> None:
+    """shutdown_timeout_s=0: every stream in flight gets an error event, then [DONE]; the
+    server exits 0 quickly, with no process left and no exception in its log."""
     server = RemoteServer(tmp_path / "run")
     try:
         family = [psutil.Process(server.proc.pid), *server.descendants()]
         assert len(family) >= 2  # the server and its engine
-        reader = StreamReader(server, LONG)
-        assert reader.started.wait(30)
+        readers = [StreamReader(server, LONG) for _ in range(8)]
+        assert all(reader.started.wait(30) for reader in readers)
+        signalled = time.monotonic()
         server.proc.terminate()
         assert server.proc.wait(30) == 0, server.output()
-        reader.join(10)
-        assert not reader.is_alive()
+        exit_s = time.monotonic() - signalled
+        for reader in readers:
+            reader.join(10)
+            assert not reader.is_alive() and reader.error is None
+            events = [line for line in reader.lines if line]
+            assert events[-1] == "data: [DONE]", events[-3:]
+            error = json.loads(events[-2].removeprefix("data: "))["error"]
+            assert error["code"] == "server_shutting_down" and error["type"]
         assert psutil.wait_procs(family, timeout=5)[1] == []
-        assert "Stopped by SIGTERM" in server.output()
+        log = server.output()
+        assert "Stopped by SIGTERM" in log
+        assert "Traceback" not in log and "Exception in ASGI" not in log, log
+        assert exit_s < 2.1, f"exit took {exit_s:.1f} s (vLLM's test allows 2.1 s)"
     finally:
         server.stop()
 

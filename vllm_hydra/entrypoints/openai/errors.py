@@ -1,7 +1,8 @@
 """OpenAI-shaped errors: `{"error": {"message", "type", "param", "code"}}` and their handlers.
 
 Serving code raises `OpenAIError`s; the handlers registered by `register_error_handlers` turn
-them, FastAPI's request validation errors and real faults into JSON responses.
+them, FastAPI's request validation errors, Starlette's own HTTP errors (unknown route, wrong
+method, unparsable body, body too large) and real faults into JSON responses.
 """
 
 from __future__ import annotations
@@ -13,8 +14,13 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
-from vllm_hydra.engine.exceptions import EngineDeadError
+from vllm_hydra.engine.exceptions import (
+    EngineDeadError,
+    EngineRequestError,
+    EngineShutdownError,
+)
 from vllm_hydra.entrypoints.openai.protocol import ErrorInfo, ErrorResponse
 from vllm_hydra.sampling_params import SamplingParamsError
 
@@ -92,6 +98,25 @@ def request_validation_error(exc: RequestValidationError) -> BadRequestError:
     return BadRequestError(f"Invalid value for '{param}': {first.get('msg')}.", param=param)
 
 
+def http_error_json(request: Request, exc: HTTPException) -> JSONResponse:
+    """Starlette's and FastAPI's own errors (404, 405, 400, 413) in OpenAI's shape."""
+    route = f"{request.method} {request.url.path}"
+    if exc.status_code == 404:
+        message = f"Invalid URL ({route})."
+    elif exc.status_code == 405:
+        allowed = (exc.headers or {}).get("allow", "")
+        message = f"Method not allowed ({route}); this route takes {allowed}."
+    else:
+        message = f"{exc.detail} ({route})."
+    error_type = "invalid_request_error" if exc.status_code < 500 else "server_error"
+    body = error_response(message, error_type).model_dump()
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _on_http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    return http_error_json(request, exc)
+
+
 async def _on_openai_error(_: Request, exc: OpenAIError) -> JSONResponse:
     return error_json(exc)
 
@@ -104,17 +129,28 @@ async def _on_sampling_params_error(_: Request, exc: SamplingParamsError) -> JSO
     return error_json(BadRequestError(str(exc), param=exc.param))
 
 
-async def _on_engine_dead(_: Request, exc: EngineDeadError) -> JSONResponse:
-    return error_json(ServiceUnavailableError(f"The engine is dead: {exc}", code="engine_dead"))
+def engine_error(exc: Exception) -> OpenAIError | None:
+    """The client's view of an engine-side error; None for anything else (a fault)."""
+    if isinstance(exc, OpenAIError):
+        return exc
+    if isinstance(exc, EngineDeadError):
+        return ServiceUnavailableError(f"The engine is dead: {exc}", code="engine_dead")
+    if isinstance(exc, EngineShutdownError):
+        return ServiceUnavailableError(str(exc), code="server_shutting_down")
+    if isinstance(exc, EngineRequestError):
+        return BadRequestError(f"The engine refused the request: {exc}", code="engine_refused")
+    return None
+
+
+async def _on_engine_error(request: Request, exc: Exception) -> JSONResponse:
+    error = engine_error(exc)
+    return error_json(error) if error is not None else await _on_fault(request, exc)
 
 
 def stream_error_event(exc: Exception) -> str:
     """An error after the 200 went out: one SSE event with the error body, as vLLM sends."""
-    if isinstance(exc, OpenAIError):
-        error = exc
-    elif isinstance(exc, EngineDeadError):
-        error = ServiceUnavailableError(f"The engine is dead: {exc}", code="engine_dead")
-    else:
+    error = engine_error(exc)
+    if error is None:
         logger.exception("Stream failed", exc_info=exc)
         error = OpenAIError(f"Internal server error: {type(exc).__name__}: {exc}")
     return f"data: {error.to_response().model_dump_json()}\n\n"
@@ -126,8 +162,10 @@ async def _on_fault(request: Request, exc: Exception) -> JSONResponse:
 
 
 def register_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(HTTPException, _on_http_error)  # type: ignore[arg-type]
     app.add_exception_handler(OpenAIError, _on_openai_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _on_validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(SamplingParamsError, _on_sampling_params_error)  # type: ignore[arg-type]
-    app.add_exception_handler(EngineDeadError, _on_engine_dead)  # type: ignore[arg-type]
+    for engine_exc in (EngineDeadError, EngineShutdownError, EngineRequestError):
+        app.add_exception_handler(engine_exc, _on_engine_error)
     app.add_exception_handler(Exception, _on_fault)

@@ -1,7 +1,8 @@
 """Pydantic models of the OpenAI API's requests and responses (vLLM's openai/protocol.py).
 
 Unknown request fields are accepted and logged, never rejected: clients written for OpenAI send
-fields this server does not know, and refusing them would break those clients.
+fields this server does not know, and refusing them would break those clients. Known fields are
+strict (`OpenAIRequestModel`): OpenAI's types without coercion, finite floats, valid Unicode.
 """
 
 from __future__ import annotations
@@ -9,11 +10,22 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 logger = logging.getLogger(__name__)
+
+# OpenAI's limit on n (vLLM's own, 16384, let one request queue thousands of sequences).
+MAX_N = 128
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 def random_id(prefix: str) -> str:
@@ -30,6 +42,44 @@ class OpenAIBaseModel(BaseModel):
                 "%s: ignoring unknown fields %s", type(self).__name__, sorted(self.model_extra)
             )
         return self
+
+
+class OpenAIRequestModel(OpenAIBaseModel):
+    """A request (or a part of one): strict, so `true` is not a number and `"yes"` not a bool,
+    no NaN or Infinity, and every string valid Unicode (JSON's `\\ud800` escapes decode to lone
+    surrogates that no tokenizer takes). Fields added later inherit all of it."""
+
+    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _valid_unicode(cls, value: Any, info: ValidationInfo) -> Any:
+        check_unicode(value, info.field_name or "")
+        return value
+
+    @model_validator(mode="after")
+    def _valid_unicode_extra(self) -> OpenAIRequestModel:
+        for name, value in (self.model_extra or {}).items():
+            check_unicode(value, name)
+        return self
+
+
+def check_unicode(value: Any, where: str = "") -> None:
+    """Raise ValueError naming the first string (at any depth) that is not valid Unicode."""
+    stack: list[tuple[str, Any]] = [(where, value)]
+    while stack:  # iterative: a deeply nested value must not exhaust the recursion limit
+        path, item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as e:
+                at = f" ({path})" if path else ""
+                raise ValueError(f"invalid Unicode{at}: {e.reason} at index {e.start}") from None
+        elif isinstance(item, dict):
+            stack.extend((f"{path}.{k}".lstrip("."), k) for k in item)
+            stack.extend((f"{path}.{k}".lstrip("."), v) for k, v in item.items())
+        elif isinstance(item, list):
+            stack.extend((f"{path}.{i}".lstrip("."), v) for i, v in enumerate(item))
 
 
 # ---- errors and usage -------------------------------------------------------------------------
@@ -52,22 +102,22 @@ class UsageInfo(OpenAIBaseModel):
     total_tokens: int = 0
 
 
-class StreamOptions(OpenAIBaseModel):
+class StreamOptions(OpenAIRequestModel):
     include_usage: bool = False
 
 
 # ---- requests ---------------------------------------------------------------------------------
 
 
-class SamplingRequest(OpenAIBaseModel):
+class SamplingRequest(OpenAIRequestModel):
     """Fields completions and chat share: OpenAI's, then vLLM's extras."""
 
     model: str | None = None
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
     logit_bias: dict[str, float] | None = None
-    n: int = 1
-    seed: int | None = None
+    n: int = Field(1, ge=1, le=MAX_N)
+    seed: int | None = Field(None, ge=INT64_MIN, le=INT64_MAX)
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -91,14 +141,15 @@ class CompletionRequest(SamplingRequest):
     logprobs: int | None = None
     max_tokens: int | None = 16
     suffix: str | None = None
+    best_of: int | None = Field(None, ge=1, le=MAX_N)
 
 
-class ChatContentPart(OpenAIBaseModel):
+class ChatContentPart(OpenAIRequestModel):
     type: Literal["text"]
     text: str
 
 
-class ChatMessage(OpenAIBaseModel):
+class ChatMessage(OpenAIRequestModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ChatContentPart] | None = None
     name: str | None = None
@@ -118,7 +169,7 @@ class ChatCompletionRequest(SamplingRequest):
     add_generation_prompt: bool = True
 
 
-class TokenizeRequest(OpenAIBaseModel):
+class TokenizeRequest(OpenAIRequestModel):
     model: str | None = None
     prompt: str | None = None
     messages: list[ChatMessage] | None = None
@@ -126,7 +177,7 @@ class TokenizeRequest(OpenAIBaseModel):
     add_generation_prompt: bool = True
 
 
-class DetokenizeRequest(OpenAIBaseModel):
+class DetokenizeRequest(OpenAIRequestModel):
     model: str | None = None
     tokens: list[int]
 

@@ -22,18 +22,21 @@ from vllm_hydra.entrypoints.openai.protocol import (
     ChatCompletionStreamResponse,
     ChatLogProb,
     ChatLogProbsContent,
+    ChatMessage,
     ChatResponseMessage,
     DeltaMessage,
     random_id,
 )
+from vllm_hydra.entrypoints.openai.server_load import AdmittedStream
 from vllm_hydra.entrypoints.openai.serving_engine import (
     OpenAIServing,
     last_output,
+    render_chat,
     until_disconnected,
     usage,
 )
 from vllm_hydra.request_output import CompletionOutput, Logprob, RequestOutput
-from vllm_hydra.sampling_params import SamplingParams, SamplingParamsError
+from vllm_hydra.sampling_params import SamplingParams
 
 
 class OpenAIServingChat(OpenAIServing):
@@ -43,27 +46,25 @@ class OpenAIServingChat(OpenAIServing):
         self, request: ChatCompletionRequest, raw_request: Request
     ) -> ChatCompletionResponse | AsyncIterator[str]:
         """Validate everything, then answer as JSON or return the SSE stream."""
-        self.check_request(request)
-        token_ids = self.render(request)
-        params = self._params(request, token_ids)
-        request_id = random_id("chatcmpl")
-        prompt = self._decode(token_ids)
-        outputs = self.generate(token_ids, params, request_id, prompt, raw_request)
-        if request.stream:
-            return self._stream(request, request_id, outputs)
-        final = await until_disconnected(last_output(outputs), raw_request)
+        admission = self.check_request(request, request.n)
+        try:
+            token_ids = await self.render(request.messages, request.add_generation_prompt)
+            params = self._params(request, token_ids)
+            request_id = random_id("chatcmpl")
+            prompt = self._decode(token_ids)
+            outputs = self.generate(token_ids, params, request_id, prompt, raw_request)
+            if request.stream:
+                return AdmittedStream(self._stream(request, request_id, outputs), admission)
+            final = await until_disconnected(last_output(outputs), raw_request)
+        except BaseException:
+            admission.release()
+            raise
+        admission.release()
         return self._response(request, request_id, final)
 
-    def render(self, request: ChatCompletionRequest) -> list[int]:
-        messages = [{"role": m.role, "content": m.text()} for m in request.messages]
-        try:
-            return self.engine_client.input_processor.apply_chat_template(messages)
-        except SamplingParamsError as e:
-            raise BadRequestError(str(e), param="messages") from e
-        except Exception as e:  # jinja's TemplateError: the messages do not fit the template
-            raise BadRequestError(
-                f"The chat template rejected the messages: {e}", param="messages"
-            ) from e
+    async def render(self, messages: list[ChatMessage], add_generation_prompt: bool) -> list[int]:
+        """The messages through the model's chat template (in the tokenizer thread)."""
+        return await render_chat(self.async_tokenizer, messages, add_generation_prompt)
 
     def _params(self, request: ChatCompletionRequest, token_ids: list[int]) -> SamplingParams:
         max_param = (

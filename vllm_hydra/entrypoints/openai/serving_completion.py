@@ -22,6 +22,7 @@ from vllm_hydra.entrypoints.openai.protocol import (
     CompletionStreamResponse,
     random_id,
 )
+from vllm_hydra.entrypoints.openai.server_load import AdmittedStream
 from vllm_hydra.entrypoints.openai.serving_engine import (
     OpenAIServing,
     last_output,
@@ -47,18 +48,27 @@ class OpenAIServingCompletion(OpenAIServing):
         self, request: CompletionRequest, raw_request: Request
     ) -> CompletionResponse | AsyncIterator[str]:
         """Validate everything, then answer as JSON or return the SSE stream."""
-        self.check_request(request)
         if request.suffix is not None:
             raise BadRequestError("suffix (insertion) is not supported.", param="suffix")
-        prompts = [self._prepare(p, request) for p in self._prompt_list(request)]
-        request_id = random_id("cmpl")
-        streams = [
-            self.generate(p.token_ids, p.params, f"{request_id}-{i}", p.text, raw_request)
-            for i, p in enumerate(prompts)
-        ]
-        if request.stream:
-            return self._stream(request, request_id, prompts, streams)
-        finals = await until_disconnected(_gather_last(streams), raw_request)
+        _check_best_of(request)
+        prompt_list = self._prompt_list(request)
+        admission = self.check_request(request, request.n * len(prompt_list))
+        try:
+            prompts = [await self._prepare(p, request) for p in prompt_list]
+            request_id = random_id("cmpl")
+            streams = [
+                self.generate(p.token_ids, p.params, f"{request_id}-{i}", p.text, raw_request)
+                for i, p in enumerate(prompts)
+            ]
+            if request.stream:
+                return AdmittedStream(
+                    self._stream(request, request_id, prompts, streams), admission
+                )
+            finals = await until_disconnected(_gather_last(streams), raw_request)
+        except BaseException:
+            admission.release()
+            raise
+        admission.release()
         return self._response(request, request_id, prompts, finals)
 
     def _prompt_list(self, request: CompletionRequest) -> list[str | list[int]]:
@@ -69,9 +79,11 @@ class OpenAIServingCompletion(OpenAIServing):
             return [[]]  # empty: the engine's check names it
         return list(prompt)  # type: ignore[arg-type]
 
-    def _prepare(self, prompt: str | list[int], request: CompletionRequest) -> PreparedPrompt:
-        input_processor = self.engine_client.input_processor
-        token_ids = input_processor.tokenize(prompt) if prompt != "" else []
+    async def _prepare(self, prompt: str | list[int], request: CompletionRequest) -> PreparedPrompt:
+        if isinstance(prompt, str):
+            token_ids = await self.async_tokenizer.encode(prompt) if prompt else []
+        else:
+            token_ids = list(prompt)
         max_tokens = self.check_length(len(token_ids), request.max_tokens, "max_tokens")
         params = self.sampling_params(request, max_tokens, request.logprobs)
         if request.echo and request.logprobs is not None:
@@ -156,13 +168,14 @@ class OpenAIServingCompletion(OpenAIServing):
                     echoed.add(index)
                     text = prompts[prompt_index].text + text
                 choices.append(self._stream_choice(request, index, text, output))
-            chunk = CompletionStreamResponse(
-                id=request_id,
-                created=created,
-                model=self.models.served_model_name,
-                choices=choices,
-            )
-            yield f"data: {chunk.model_dump_json(exclude_none=True)}\n\n"
+            for choice in choices:  # one choice per chunk, as OpenAI and vLLM send them
+                chunk = CompletionStreamResponse(
+                    id=request_id,
+                    created=created,
+                    model=self.models.served_model_name,
+                    choices=[choice],
+                )
+                yield f"data: {chunk.model_dump_json(exclude_none=True)}\n\n"
         if request.stream_options and request.stream_options.include_usage:
             final = CompletionStreamResponse(
                 id=request_id,
@@ -217,6 +230,17 @@ def _extend_logprobs(
             else {serving.token_text(t, lp): lp.logprob for t, lp in entry.items()}
         )
         offset += len(token)
+
+
+def _check_best_of(request: CompletionRequest) -> None:
+    """best_of = n is plain sampling; more would need ranking, which vLLM v1 dropped too."""
+    if request.best_of is None or request.best_of == request.n:
+        return
+    if request.best_of < request.n:
+        message = f"best_of={request.best_of} must be >= n={request.n}."
+    else:
+        message = f"best_of={request.best_of} > n={request.n} is not supported: send best_of=n."
+    raise BadRequestError(message, param="best_of")
 
 
 async def _gather_last(streams: list[AsyncIterator[RequestOutput]]) -> list[RequestOutput]:

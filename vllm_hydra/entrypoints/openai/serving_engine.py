@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import aclosing
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import Request
 
+from vllm_hydra.entrypoints.openai.async_tokenizer import AsyncTokenizer
 from vllm_hydra.entrypoints.openai.errors import BadRequestError, ServiceUnavailableError
-from vllm_hydra.entrypoints.openai.protocol import SamplingRequest, UsageInfo
+from vllm_hydra.entrypoints.openai.protocol import ChatMessage, SamplingRequest, UsageInfo
+from vllm_hydra.entrypoints.openai.server_load import Admission, ServerLoad
 from vllm_hydra.entrypoints.openai.serving_models import OpenAIServingModels
 from vllm_hydra.request_output import RequestOutput
 from vllm_hydra.sampling_params import RequestOutputKind, SamplingParams, SamplingParamsError
@@ -31,46 +32,33 @@ class ClientDisconnected(Exception):
     """The HTTP client went away before its non-streaming answer was ready."""
 
 
-@dataclass
-class ServerLoad:
-    """Sequences in flight across the server, for server.max_queued_requests: beyond
-    `max_num_seqs` running ones, at most `max_queued` may wait; later requests get 503."""
-
-    max_num_seqs: int
-    max_queued: int | None = None
-    in_flight: int = 0
-
-    @property
-    def full(self) -> bool:
-        return self.max_queued is not None and self.in_flight - self.max_num_seqs >= self.max_queued
-
-
 class OpenAIServing:
     # The request's name for the prompt, used in errors: "prompt" or "messages".
     prompt_param = "prompt"
 
     def __init__(
-        self, engine_client: AsyncLLM, models: OpenAIServingModels, load: ServerLoad | None = None
+        self,
+        engine_client: AsyncLLM,
+        models: OpenAIServingModels,
+        load: ServerLoad | None = None,
+        async_tokenizer: AsyncTokenizer | None = None,
     ) -> None:
         self.engine_client = engine_client
         self.models = models
         self.max_model_len = engine_client.vllm_config.model.max_model_len or 0
-        self.load = load
+        self.load = load or ServerLoad(max_num_seqs=1)  # no max_queued: admits everything
+        self.async_tokenizer = async_tokenizer or AsyncTokenizer(engine_client)
 
-    def check_request(self, request: SamplingRequest) -> None:
-        """Checks that need no tokenization: model name, engine alive, stream options."""
+    def check_request(self, request: SamplingRequest, num_seqs: int) -> Admission:
+        """Checks that need no tokenization (model name, engine alive, stream options), then
+        admission: the request's `num_seqs` sequences count from now; release them when done."""
         self.models.check_model(request.model)
         self.check_engine_alive()
-        if self.load is not None and self.load.full:
-            raise ServiceUnavailableError(
-                f"The server is busy: {self.load.max_queued} requests are already waiting "
-                f"(server.max_queued_requests). Retry later.",
-                code="queue_full",
-            )
         if request.stream_options is not None and not request.stream:
             raise BadRequestError(
                 "stream_options is only allowed with stream=true.", param="stream_options"
             )
+        return self.load.admit(num_seqs, param="n")
 
     def check_engine_alive(self) -> None:
         if self.engine_client.errored:
@@ -142,22 +130,24 @@ class OpenAIServing:
     ) -> AsyncIterator[RequestOutput]:
         """Start the request in the engine; `raw_request`'s traceparent parents its span."""
         trace_headers = extract_trace_headers(raw_request.headers) if raw_request else None
-        outputs = self.engine_client.generate(
+        return self.engine_client.generate(
             prompt_token_ids, params, request_id, prompt=prompt, trace_headers=trace_headers
         )
-        return outputs if self.load is None else _counted(outputs, self.load, params.n)
 
 
-async def _counted(
-    outputs: AsyncIterator[RequestOutput], load: ServerLoad, num_seqs: int
-) -> AsyncIterator[RequestOutput]:
-    load.in_flight += num_seqs
+async def render_chat(
+    async_tokenizer: AsyncTokenizer, messages: list[ChatMessage], add_generation_prompt: bool
+) -> list[int]:
+    """Chat messages through the model's chat template; a 400 naming `messages` if it fails."""
+    conversation = [{"role": m.role, "content": m.text()} for m in messages]
     try:
-        async with aclosing(outputs):  # type: ignore[type-var]
-            async for output in outputs:
-                yield output
-    finally:
-        load.in_flight -= num_seqs
+        return await async_tokenizer.apply_chat_template(conversation, add_generation_prompt)
+    except SamplingParamsError as e:
+        raise BadRequestError(str(e), param="messages") from e
+    except Exception as e:  # jinja's TemplateError: the messages do not fit the template
+        raise BadRequestError(
+            f"The chat template rejected the messages: {e}", param="messages"
+        ) from e
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> UsageInfo:

@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING
 
 from transformers import PreTrainedTokenizerBase
 
+from vllm_hydra.engine.input_processor import check_token_ids
+from vllm_hydra.entrypoints.openai.async_tokenizer import AsyncTokenizer
 from vllm_hydra.entrypoints.openai.errors import BadRequestError
 from vllm_hydra.entrypoints.openai.protocol import (
     DetokenizeRequest,
@@ -13,6 +15,7 @@ from vllm_hydra.entrypoints.openai.protocol import (
     TokenizeRequest,
     TokenizeResponse,
 )
+from vllm_hydra.entrypoints.openai.serving_engine import render_chat
 from vllm_hydra.entrypoints.openai.serving_models import OpenAIServingModels
 from vllm_hydra.sampling_params import SamplingParamsError
 
@@ -21,36 +24,40 @@ if TYPE_CHECKING:
 
 
 class OpenAIServingTokenization:
-    def __init__(self, engine_client: AsyncLLM, models: OpenAIServingModels) -> None:
+    def __init__(
+        self,
+        engine_client: AsyncLLM,
+        models: OpenAIServingModels,
+        async_tokenizer: AsyncTokenizer | None = None,
+    ) -> None:
         self.engine_client = engine_client
         self.models = models
         self.max_model_len = engine_client.vllm_config.model.max_model_len or 0
         self.vocab_size = engine_client.vllm_config.arch.vocab_size
+        self.async_tokenizer = async_tokenizer or AsyncTokenizer(engine_client)
 
-    def tokenize(self, request: TokenizeRequest) -> TokenizeResponse:
+    async def tokenize(self, request: TokenizeRequest) -> TokenizeResponse:
         self.models.check_model(request.model)
-        tokens = self._tokens(request)
+        tokens = await self._tokens(request)
         return TokenizeResponse(count=len(tokens), max_model_len=self.max_model_len, tokens=tokens)
 
     def detokenize(self, request: DetokenizeRequest) -> DetokenizeResponse:
         self.models.check_model(request.model)
-        if any(not 0 <= t < self.vocab_size for t in request.tokens):
-            raise BadRequestError(
-                f"Token ids must be in [0, {self.vocab_size}) for this model.", param="tokens"
-            )
+        try:
+            check_token_ids(request.tokens, self.vocab_size, "tokens")
+        except SamplingParamsError as e:
+            raise BadRequestError(str(e), param="tokens") from e
         return DetokenizeResponse(prompt=self._tokenizer("tokens").decode(request.tokens))
 
-    def _tokens(self, request: TokenizeRequest) -> list[int]:
+    async def _tokens(self, request: TokenizeRequest) -> list[int]:
         if (request.prompt is None) == (request.messages is None):
             raise BadRequestError("Send exactly one of prompt and messages.", param="prompt")
         if request.messages is not None:
-            messages = [{"role": m.role, "content": m.text()} for m in request.messages]
-            try:
-                return self.engine_client.input_processor.apply_chat_template(messages)
-            except SamplingParamsError as e:
-                raise BadRequestError(str(e), param="messages") from e
-        tokenizer = self._tokenizer("prompt")
-        return list(tokenizer.encode(request.prompt, add_special_tokens=request.add_special_tokens))
+            return await render_chat(
+                self.async_tokenizer, request.messages, request.add_generation_prompt
+            )
+        self._tokenizer("prompt")  # a 400 naming `prompt` when the server has none
+        return await self.async_tokenizer.encode(request.prompt, request.add_special_tokens)  # type: ignore[arg-type]
 
     def _tokenizer(self, param: str) -> PreTrainedTokenizerBase:
         tokenizer = self.engine_client.tokenizer
