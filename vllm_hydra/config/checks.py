@@ -24,6 +24,7 @@ from vllm_hydra.config.memory_plan import GIB, MemoryPlan
 from vllm_hydra.config.model_files import weight_files
 from vllm_hydra.config.parallel import DistributedBackend
 from vllm_hydra.config.speculative import SpeculativeMethod
+from vllm_hydra.config.structured_outputs import check_structured_outputs
 from vllm_hydra.config.vllm import EngineSections, VllmConfig
 
 logger = logging.getLogger(__name__)
@@ -540,6 +541,7 @@ CONFIG_RULES: tuple[Callable[[VllmConfig], list[str]], ...] = (
     check_triton_backend_device,
     check_lora,
     check_speculative,
+    check_structured_outputs,
 )
 
 # Rules that depend on the machine (skipped or relaxed for dry runs).

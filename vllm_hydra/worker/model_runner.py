@@ -34,6 +34,7 @@ from vllm_hydra.sample.metadata import SamplingMetadata
 from vllm_hydra.sample.sampler import Sampler
 from vllm_hydra.sampling_params import SamplingParams
 from vllm_hydra.sequence import IntermediateTensors
+from vllm_hydra.structured_output.bitmask import apply_grammar_bitmask
 from vllm_hydra.worker.model_inputs import ModelInputs, prepare_inputs
 from vllm_hydra.worker.request_state import CachedRequestState
 
@@ -165,7 +166,7 @@ class ModelRunner:
             get_pp_group().send(hidden.as_list())
             return ModelRunnerOutput(req_ids, {r: i for i, r in enumerate(req_ids)}, [])
         prompt_logprobs = self._prompt_logprobs(hidden, inputs)
-        sampled, logprobs = self._sample(hidden, inputs)
+        sampled, logprobs = self._sample(hidden, inputs, scheduler_output)
         sampled_lists = [sampled.get(r, []) for r in req_ids]
         return ModelRunnerOutput(
             req_ids=req_ids,
@@ -219,12 +220,13 @@ class ModelRunner:
         return received
 
     def _sample(
-        self, hidden: torch.Tensor, inputs: ModelInputs
+        self, hidden: torch.Tensor, inputs: ModelInputs, scheduler_output: SchedulerOutput
     ) -> tuple[dict[str, list[int]], LogprobsTensors | None]:
         if not inputs.sample_req_ids:
             return {}, None
         states = [self.requests[r] for r in inputs.sample_req_ids]
         logits = self._model().compute_logits(hidden[inputs.logits_indices])
+        logits = apply_grammar_bitmask(logits, scheduler_output, inputs.sample_req_ids)
         metadata = SamplingMetadata.build(
             params=[s.sampling_params for s in states],
             prompt_token_ids=[s.prompt_token_ids for s in states],
