@@ -1,4 +1,4 @@
-"""`structured_outputs` section: guided decoding and tool calling (vLLM's StructuredOutputsConfig)."""
+"""`structured_outputs` section: guided decoding and tool calling (StructuredOutputsConfig)."""
 
 from __future__ import annotations
 
