@@ -8,6 +8,7 @@ into an HTTP 400 with `param` set.
 from __future__ import annotations
 
 import enum
+from typing import Any
 
 import msgspec
 
@@ -33,6 +34,19 @@ class RequestOutputKind(enum.IntEnum):
     FINAL_ONLY = 2  # nothing until the request finishes
 
 
+class StructuredOutputsParams(msgspec.Struct, omit_defaults=True):
+    """One constraint on the output (vLLM's StructuredOutputsParams); exactly one is set."""
+
+    json: str | dict[str, Any] | None = None  # a JSON schema
+    regex: str | None = None
+    choice: list[str] | None = None
+    grammar: str | None = None  # EBNF (xgrammar) or Lark (guidance)
+    json_object: bool | None = None  # any JSON object
+    structural_tag: str | None = None  # xgrammar's structural tag, as JSON
+    # Set by the input processor: the backend that validated the constraint.
+    backend: str | None = None
+
+
 class SamplingParams(msgspec.Struct, omit_defaults=True):
     n: int = 1
     temperature: float = 1.0
@@ -54,6 +68,7 @@ class SamplingParams(msgspec.Struct, omit_defaults=True):
     logit_bias: dict[int, float] | None = None
     skip_special_tokens: bool = True
     output_kind: RequestOutputKind = RequestOutputKind.CUMULATIVE
+    structured_outputs: StructuredOutputsParams | None = None
 
     @property
     def is_greedy(self) -> bool:

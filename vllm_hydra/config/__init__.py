@@ -21,6 +21,11 @@ from vllm_hydra.config.parallel import DistributedBackend, ParallelConfig
 from vllm_hydra.config.scheduler import SchedulerConfig, SchedulerPolicy
 from vllm_hydra.config.server import ServerConfig
 from vllm_hydra.config.speculative import SpeculativeConfig, SpeculativeMethod
+from vllm_hydra.config.structured_outputs import (
+    StructuredOutputsBackend,
+    StructuredOutputsConfig,
+    ToolCallParser,
+)
 from vllm_hydra.config.support import check_supported, unsupported_features
 from vllm_hydra.config.vllm import ServeConfig, VllmConfig
 
@@ -50,6 +55,9 @@ __all__ = [
     "ServerConfig",
     "SpeculativeConfig",
     "SpeculativeMethod",
+    "StructuredOutputsBackend",
+    "StructuredOutputsConfig",
+    "ToolCallParser",
     "VllmConfig",
     "check_supported",
     "compose_config",

@@ -25,6 +25,7 @@ from vllm_hydra.config.memory_plan import GIB, MemoryPlan
 from vllm_hydra.config.model_files import looks_like_hub_id, resolve_model_dir, weight_files
 from vllm_hydra.config.parallel import DistributedBackend
 from vllm_hydra.config.speculative import SpeculativeMethod
+from vllm_hydra.config.structured_outputs import check_structured_outputs
 from vllm_hydra.config.vllm import EngineSections, VllmConfig
 
 logger = logging.getLogger(__name__)
@@ -624,6 +625,7 @@ CONFIG_RULES: tuple[Callable[[VllmConfig], list[str]], ...] = (
     check_lora,
     check_speculative,
     check_trust_remote_code,
+    check_structured_outputs,
 )
 
 # Rules that depend on the machine (skipped or relaxed for dry runs).

@@ -160,6 +160,7 @@ def _resolve(s: EngineSections, ctx: CheckContext) -> VllmConfig:
         compilation=_resolve_compilation(s),
         observability=s.observability,
         speculative=s.speculative,
+        structured_outputs=s.structured_outputs,
         server=s.server,
         model_arch=arch,
         model_dir=str(model_dir) if model_dir else None,

@@ -23,6 +23,7 @@ from vllm_hydra.config.parallel import ParallelConfig
 from vllm_hydra.config.scheduler import SchedulerConfig
 from vllm_hydra.config.server import ServerConfig
 from vllm_hydra.config.speculative import SpeculativeConfig
+from vllm_hydra.config.structured_outputs import StructuredOutputsConfig
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class EngineSections:
     compilation: CompilationConfig = field(default_factory=CompilationConfig)
     observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
     speculative: SpeculativeConfig = field(default_factory=SpeculativeConfig)
+    structured_outputs: StructuredOutputsConfig = field(default_factory=StructuredOutputsConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
 
 

@@ -13,12 +13,14 @@ from vllm_hydra.engine.messages import (
     FinishReason,
 )
 from vllm_hydra.sampling_params import SamplingParams
+from vllm_hydra.structured_output.request import StructuredOutputRequest
 
 
 class RequestStatus(enum.IntEnum):
     """Where a request is in its life. Every status after PREEMPTED is final."""
 
     WAITING = enum.auto()
+    WAITING_FOR_FSM = enum.auto()  # its grammar is compiling; it is skipped until ready
     RUNNING = enum.auto()
     PREEMPTED = enum.auto()  # its KV cache was freed; it waits to be recomputed
     FINISHED_STOPPED = enum.auto()
@@ -75,6 +77,10 @@ class Request:
         self.block_hashes: list[BlockHash] = []
         # Engine events not yet sent to the frontend (recorded only when stats are on).
         self.events: list[EngineCoreEvent] = []
+        so_params = sampling_params.structured_outputs
+        self.structured_output_request = (
+            StructuredOutputRequest(so_params) if so_params is not None else None
+        )
 
     @classmethod
     def from_engine_core_request(cls, request: EngineCoreRequest) -> Request:
@@ -98,6 +104,10 @@ class Request:
     @property
     def num_output_tokens(self) -> int:
         return len(self.output_token_ids)
+
+    @property
+    def use_structured_output(self) -> bool:
+        return self.structured_output_request is not None
 
     @property
     def max_tokens(self) -> int | None:

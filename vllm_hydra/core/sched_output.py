@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
+
 from vllm_hydra.sampling_params import SamplingParams
 
 
@@ -72,6 +74,10 @@ class SchedulerOutput:
     total_num_scheduled_tokens: int
     finished_req_ids: set[str]
     preempted_req_ids: set[str]
+    # Structured requests that sample this step, and their rows of the token bitmask
+    # ([len(structured_output_request_ids), vocab/32] int32; None when there are none).
+    structured_output_request_ids: list[str] = field(default_factory=list)
+    grammar_bitmask: torch.Tensor | None = None
 
     @classmethod
     def make_empty(cls) -> SchedulerOutput:

@@ -8,6 +8,7 @@ prefill, prefix-cache hits and requests resumed after preemption with one rule.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -18,9 +19,12 @@ from vllm_hydra.core.request import Request, RequestStatus
 from vllm_hydra.core.request_queue import create_request_queue
 from vllm_hydra.core.sched_output import CachedRequestData, NewRequestData, SchedulerOutput
 from vllm_hydra.core.sched_utils import check_stop
-from vllm_hydra.engine.messages import EngineCoreEventType, EngineCoreOutput
+from vllm_hydra.engine.messages import EngineCoreEventType, EngineCoreOutput, FinishReason
 from vllm_hydra.metrics.stats import SchedulerStats
 from vllm_hydra.outputs import LogprobsLists, LogprobsTensors, ModelRunnerOutput
+from vllm_hydra.structured_output import StructuredOutputManager
+
+logger = logging.getLogger(__name__)
 
 LogprobsTuple = tuple[list[list[int]], list[list[float]], list[int]]
 
@@ -51,7 +55,12 @@ class Scheduler:
     waiting queue, and is sent to the runner as a new request when it resumes.
     """
 
-    def __init__(self, vllm_config: VllmConfig, num_gpu_blocks: int) -> None:
+    def __init__(
+        self,
+        vllm_config: VllmConfig,
+        num_gpu_blocks: int,
+        structured_output_manager: StructuredOutputManager | None = None,
+    ) -> None:
         sched, cache = vllm_config.scheduler, vllm_config.cache
         if vllm_config.model.max_model_len is None or sched.max_num_batched_tokens is None:
             raise ValueError("Scheduler needs a resolved VllmConfig (see create_vllm_config)")
@@ -80,6 +89,11 @@ class Scheduler:
         self.log_stats = vllm_config.observability.collect_stats
         # Pipeline stages before the last never sample, so they get the tokens to compute.
         self.send_token_ids = vllm_config.parallel.pp > 1
+        self.structured_output_manager = structured_output_manager or StructuredOutputManager(
+            vllm_config
+        )
+        # Requests the scheduler itself ended (their grammar failed to compile), to report.
+        self._failed_outputs: list[EngineCoreOutput] = []
 
     # ---- requests in and out ----
 
@@ -87,6 +101,10 @@ class Scheduler:
         """Queue a new request. Raises ValueError for one that could never be scheduled."""
         self._check_request(request)
         request.status = RequestStatus.WAITING
+        if request.use_structured_output:
+            # Compiled in the background; schedule() skips the request until it is ready.
+            request.status = RequestStatus.WAITING_FOR_FSM
+            self.structured_output_manager.grammar_init(request)
         self.requests[request.request_id] = request
         self.waiting.add_request(request)
         self._record_event(request, EngineCoreEventType.QUEUED)
@@ -134,6 +152,8 @@ class Scheduler:
 
     def _free_request(self, request: Request) -> None:
         self.kv_cache_manager.free(request)
+        if request.structured_output_request is not None:
+            request.structured_output_request.free()
         del self.requests[request.request_id]
         self.finished_req_ids.add(request.request_id)
         self.num_finished_requests += 1
@@ -249,8 +269,13 @@ class Scheduler:
         self._record_event(request, EngineCoreEventType.PREEMPTED)
 
     def _schedule_waiting(self, plan: _StepPlan) -> None:
+        skipped: list[Request] = []
         while self.waiting and plan.token_budget > 0 and len(self.running) < self.max_num_seqs:
             request = self.waiting.peek_request()
+            if request.status == RequestStatus.WAITING_FOR_FSM and not self._grammar_ready(request):
+                if not request.is_finished():  # its grammar is still compiling
+                    skipped.append(self.waiting.pop_request())
+                continue
             computed_blocks, num_hit_tokens = self.kv_cache_manager.get_computed_blocks(request)
             num_new = request.num_tokens - num_hit_tokens
             if self.enable_chunked_prefill:
@@ -266,6 +291,24 @@ class Scheduler:
             self._admit(request, num_hit_tokens)
             plan.add(request, num_new)
             plan.new_reqs.append(request)
+        for request in reversed(skipped):  # back at the front, in their order
+            self.waiting.prepend_request(request)
+
+    def _grammar_ready(self, request: Request) -> bool:
+        """Whether the request's matcher is ready; a grammar that failed to compile ends
+        the request (the frontend validated it, so this is an engine-side fault)."""
+        try:
+            ready = self.structured_output_manager.is_grammar_ready(request)
+        except Exception as e:
+            logger.error("Request %s: grammar compilation failed: %s", request.request_id, e)
+            self.finish_requests(request.request_id, RequestStatus.FINISHED_ABORTED)
+            self._failed_outputs.append(
+                EngineCoreOutput(request.request_id, [], finish_reason=FinishReason.ABORT)
+            )
+            return False
+        if ready:
+            request.status = RequestStatus.WAITING
+        return ready
 
     def _admit(self, request: Request, num_hit_tokens: int) -> None:
         request.status = RequestStatus.RUNNING
@@ -277,6 +320,7 @@ class Scheduler:
 
     def _make_output(self, plan: _StepPlan) -> SchedulerOutput:
         finished, self.finished_req_ids = self.finished_req_ids, set()
+        structured = self._structured_requests_sampling(plan)
         return SchedulerOutput(
             scheduled_new_reqs=[self._new_request_data(r) for r in plan.new_reqs],
             scheduled_cached_reqs=self._cached_request_data(plan),
@@ -284,7 +328,21 @@ class Scheduler:
             total_num_scheduled_tokens=sum(plan.num_scheduled_tokens.values()),
             finished_req_ids=finished,
             preempted_req_ids={r.request_id for r in plan.preempted},
+            structured_output_request_ids=[r.request_id for r in structured],
+            grammar_bitmask=(
+                self.structured_output_manager.grammar_bitmask(structured) if structured else None
+            ),
         )
+
+    def _structured_requests_sampling(self, plan: _StepPlan) -> list[Request]:
+        """The structured requests whose step ends in a sample (not a mid-prompt chunk): the
+        only rows the bitmask needs. Called before num_computed_tokens advances."""
+        return [
+            request
+            for request_id, num_tokens in plan.num_scheduled_tokens.items()
+            if (request := self.requests[request_id]).use_structured_output
+            and request.num_computed_tokens + num_tokens >= request.num_tokens
+        ]
 
     def _new_request_data(self, request: Request) -> NewRequestData:
         return NewRequestData(
@@ -319,7 +377,7 @@ class Scheduler:
         self, scheduler_output: SchedulerOutput, model_runner_output: ModelRunnerOutput
     ) -> list[EngineCoreOutput]:
         """Append each request's sampled tokens, apply the stop checks, free finished requests."""
-        outputs: list[EngineCoreOutput] = []
+        outputs, self._failed_outputs = self._failed_outputs, []
         num_stopped = 0
         logprob_rows = _logprob_rows(model_runner_output)
         for request_id in scheduler_output.num_scheduled_tokens:
@@ -352,6 +410,9 @@ class Scheduler:
         # A request recomputed after preemption has sent its prompt logprobs already.
         if request.num_output_tokens > 0:
             prompt_logprobs = None
+        if request.use_structured_output and sampled_token_ids:
+            # Before the stop checks, which free the matcher of a request that ends here.
+            self.structured_output_manager.accept_tokens(request, sampled_token_ids)
         new_token_ids = self._append_until_stop(request, sampled_token_ids)
         if not new_token_ids and prompt_logprobs is None:
             return None

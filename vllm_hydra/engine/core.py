@@ -57,6 +57,7 @@ from vllm_hydra.engine.process_utils import exit_when_parent_dies
 from vllm_hydra.executor.abstract import Executor
 from vllm_hydra.metrics.stats import SchedulerStats
 from vllm_hydra.outputs import ModelRunnerOutput
+from vllm_hydra.structured_output import StructuredOutputManager
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +78,8 @@ class EngineCore:
         executor_class = executor_class or Executor.get_class(vllm_config)
         self.model_executor = executor_class(vllm_config)
         self.num_gpu_blocks = self._initialize_kv_caches()
-        self.scheduler = Scheduler(vllm_config, self.num_gpu_blocks)
+        self.structured_output_manager = StructuredOutputManager(vllm_config)
+        self.scheduler = Scheduler(vllm_config, self.num_gpu_blocks, self.structured_output_manager)
         self.batch_queue_size = self.model_executor.max_concurrent_batches
         # Batches in flight, newest first: (output future, what was scheduled).
         self.batch_queue: deque[tuple[Future[ModelRunnerOutput], SchedulerOutput]] = deque()
@@ -170,6 +172,7 @@ class EngineCore:
         return scheduler_output.total_num_scheduled_tokens > 0
 
     def shutdown(self) -> None:
+        self.structured_output_manager.shutdown()
         self.model_executor.shutdown()
 
     def get_stats(self) -> dict[str, Any]:

@@ -9,11 +9,13 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+import msgspec
 from transformers import PreTrainedTokenizerBase
 
 from vllm_hydra.config.vllm import VllmConfig
 from vllm_hydra.engine.messages import EngineCoreRequest
 from vllm_hydra.sampling_params import SamplingParams, SamplingParamsError
+from vllm_hydra.structured_output.validation import validate_structured_output
 
 # Chat messages as the OpenAI API sends them.
 ChatMessages = Sequence[dict[str, str]]
@@ -50,6 +52,8 @@ class InputProcessor:
         priority: int = 0,
     ) -> EngineCoreRequest:
         self._validate(prompt_token_ids, params)
+        if params.structured_outputs is not None:
+            params = self._with_structured_output_backend(params)
         return EngineCoreRequest(
             request_id=request_id,
             prompt_token_ids=prompt_token_ids,
@@ -58,6 +62,16 @@ class InputProcessor:
             arrival_time=time.time() if arrival_time is None else arrival_time,
             priority=priority,
         )
+
+    def _with_structured_output_backend(self, params: SamplingParams) -> SamplingParams:
+        """Compile-check the constraint now (a 400, not an engine error) and record the backend
+        that accepted it."""
+        self._tokenizer("structured_outputs")  # grammars are built over the vocabulary
+        assert params.structured_outputs is not None
+        so_params = validate_structured_output(
+            params.structured_outputs, self.config.structured_outputs
+        )
+        return msgspec.structs.replace(params, structured_outputs=so_params)
 
     def _tokenizer(self, param: str) -> PreTrainedTokenizerBase:
         if self.tokenizer is None:

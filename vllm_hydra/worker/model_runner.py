@@ -37,6 +37,7 @@ from vllm_hydra.sample.logprobs import compute_logprobs, gather_logprobs
 from vllm_hydra.sample.metadata import SamplingMetadata
 from vllm_hydra.sample.sampler import Sampler
 from vllm_hydra.sequence import IntermediateTensors
+from vllm_hydra.structured_output.bitmask import apply_grammar_bitmask
 from vllm_hydra.worker.input_batch import InputBatch
 from vllm_hydra.worker.kv_cache_alloc import allocate_kv_cache
 from vllm_hydra.worker.model_inputs import InputBuffers, ModelInputs, prepare_inputs
@@ -198,7 +199,7 @@ class ModelRunner:
             get_pp_group().send(hidden.as_list())
             return ModelRunnerOutput(req_ids, req_id_to_index, [])
         prompt_logprobs = self._prompt_logprobs(hidden, inputs, req_ids)
-        sampled, logprobs = self._sample(hidden, inputs)
+        sampled, logprobs = self._sample(hidden, inputs, scheduler_output, req_ids)
         return ModelRunnerOutput(
             req_ids=req_ids,
             req_id_to_index=req_id_to_index,
@@ -286,7 +287,11 @@ class ModelRunner:
     # ---- logits -> sampler ----
 
     def _sample(
-        self, hidden: torch.Tensor, inputs: ModelInputs
+        self,
+        hidden: torch.Tensor,
+        inputs: ModelInputs,
+        scheduler_output: SchedulerOutput,
+        req_ids: list[str],
     ) -> tuple[list[list[int]], LogprobsTensors | None]:
         """Each row's sampled token ([] for a prefill chunk that is not the last) and the
         logprobs of the rows that sample. The one place from the logits to the sampler."""
@@ -294,8 +299,8 @@ class ModelRunner:
         if not mask.any():
             return [[] for _ in range(inputs.num_reqs)], None
         logits = self._model().compute_logits(hidden[inputs.logits_indices])
-        # Issue 16 applies the rows' grammar bitmask (input_batch.grammar_bitmask) to the
-        # logits here, right before the sampler.
+        # Structured outputs: the rows' grammar bitmask, right before the sampler.
+        logits = apply_grammar_bitmask(logits, scheduler_output, req_ids)
         output = self.sampler(logits, self._sampling_metadata(mask))
         tokens = output.sampled_token_ids.cpu().numpy()
         rows = np.flatnonzero(mask)

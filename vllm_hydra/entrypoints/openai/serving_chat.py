@@ -81,7 +81,7 @@ class OpenAIServingChat(OpenAIServing):
         logprobs = (request.top_logprobs or 0) if request.logprobs else None
         params = self.sampling_params(request, max_tokens, logprobs)
         renames = {"max_tokens": max_param, "logprobs": "top_logprobs", "prompt": "messages"}
-        self.validate(token_ids, params, renames)
+        self.validate(token_ids, params, renames, request)
         return params
 
     def _decode(self, token_ids: list[int]) -> str | None:

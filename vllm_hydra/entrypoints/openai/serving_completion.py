@@ -88,7 +88,7 @@ class OpenAIServingCompletion(OpenAIServing):
         params = self.sampling_params(request, max_tokens, request.logprobs)
         if request.echo and request.logprobs is not None:
             params.prompt_logprobs = request.logprobs
-        self.validate(token_ids, params, {})
+        self.validate(token_ids, params, {}, request)
         text = prompt if isinstance(prompt, str) else self._decode(token_ids)
         return PreparedPrompt(token_ids, text, params)
 

@@ -18,6 +18,10 @@ from vllm_hydra.entrypoints.openai.errors import BadRequestError, ServiceUnavail
 from vllm_hydra.entrypoints.openai.protocol import ChatMessage, SamplingRequest, UsageInfo
 from vllm_hydra.entrypoints.openai.server_load import Admission, ServerLoad
 from vllm_hydra.entrypoints.openai.serving_models import OpenAIServingModels
+from vllm_hydra.entrypoints.openai.structured_outputs import (
+    structured_output_renames,
+    structured_outputs_params,
+)
 from vllm_hydra.request_output import RequestOutput
 from vllm_hydra.sampling_params import RequestOutputKind, SamplingParams, SamplingParamsError
 from vllm_hydra.tracing import extract_trace_headers
@@ -108,12 +112,19 @@ class OpenAIServing:
             logit_bias=_logit_bias(request.logit_bias),
             skip_special_tokens=request.skip_special_tokens,
             output_kind=RequestOutputKind.DELTA if request.stream else RequestOutputKind.FINAL_ONLY,
+            structured_outputs=structured_outputs_params(request),
         )
 
     def validate(
-        self, prompt_token_ids: list[int], params: SamplingParams, renames: dict[str, str]
+        self,
+        prompt_token_ids: list[int],
+        params: SamplingParams,
+        renames: dict[str, str],
+        request: SamplingRequest | None = None,
     ) -> None:
         """Run the engine's own input checks now; `renames` maps its names to the request's."""
+        if request is not None:
+            renames = {**structured_output_renames(request), **renames}
         try:
             self.engine_client.input_processor.process("validate", prompt_token_ids, params)
         except SamplingParamsError as e:
