@@ -58,13 +58,19 @@ def test_throughput_against_both_baselines(tmp_path: Path) -> None:
         assert float(row["output_throughput"]) > 0
         assert float(row["engine_speedup"]) > 0
         assert int(row["completed"]) == 4
+        assert float(row["roofline_s"]) > 0 and float(row["roofline_fraction"]) > 0
     assert float(rows[0]["engine_speedup"]) == 1.0
     results = [json.loads((sweep / str(i) / "results.json").read_text()) for i in range(3)]
     assert results[1]["overrides"][0] == "bench.backend=hf"
     assert results[0]["env"]["torch"] and results[0]["env"]["cores"] >= 1
     assert results[0]["metrics"]["workload_flops"] > 0
+    for result in results:  # the same peaks for all three (measured once, then cached)
+        assert result["metrics"]["peak_gemm_tflops"] == results[0]["metrics"]["peak_gemm_tflops"]
+        assert 0 < result["metrics"]["roofline_fraction"] < 1
+    assert results[0]["metrics"]["read_bandwidth_gbs"] > 0
     summary = (sweep / "summary.md").read_text()
     assert "| job | overrides | backend |" in summary and "engine_speedup" in summary
+    assert "roofline_fraction" in summary
     assert (sweep / "throughput.png").stat().st_size > 0
 
 

@@ -47,7 +47,7 @@ CAMPAIGNS = (
     ),
     Campaign(
         "bench-125m-throughput",
-        "Offline throughput against transformers, bench-125m (random weights, bf16)",
+        "Offline throughput against transformers, bench-125m (random weights, model.dtype=auto)",
         (
             "bench.mode=throughput",
             "bench.backend=engine,hf,hf_cb",
@@ -56,10 +56,10 @@ CAMPAIGNS = (
         ),
         "The same random workload on a ~125M-parameter Llama (hidden 768, 12 layers, 12 heads, "
         "4 KV heads); the target is an engine_speedup of at least 3 over both baselines. "
-        "`workload_flops` and `weight_bytes` (results.json, summary.csv) give its roofline: "
-        "with the machine's figures (`make bench BENCH_ARGS='--overrides "
-        "bench.peak_tflops=... bench.memory_bandwidth_gbs=...'`) summary.csv also has "
-        "`roofline_fraction`.",
+        "`roofline_s` is the least time this machine could run the workload in (each forward "
+        "step's FLOPs over the GEMM peak or its weight and K/V bytes over the read bandwidth, "
+        "whichever is larger, both measured by the run, vllm_hydra/benchmarks/roofline.py); "
+        "`roofline_fraction` is it over the measured duration.",
     ),
     Campaign(
         "tiny-serve",
@@ -80,7 +80,7 @@ CAMPAIGNS = (
     ),
     Campaign(
         "bench-125m-parallel",
-        "Tensor and data parallelism through the server, bench-125m (random weights, bf16)",
+        "Tensor and data parallelism through the server, bench-125m (random weights)",
         (
             "bench.mode=serve",
             "model=bench-125m",

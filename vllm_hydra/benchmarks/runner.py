@@ -10,6 +10,7 @@ from typing import Any
 from vllm_hydra.benchmarks import hf_baselines, offline
 from vllm_hydra.benchmarks.load_generator import run_load
 from vllm_hydra.benchmarks.metrics import offline_metrics, serve_metrics
+from vllm_hydra.benchmarks.peaks import MachinePeaks, machine_peaks
 from vllm_hydra.benchmarks.roofline import roofline
 from vllm_hydra.benchmarks.server_process import ServerProcess
 from vllm_hydra.benchmarks.workloads import BenchRequest, Tokenize, make_workload
@@ -64,18 +65,24 @@ def run_benchmark(
         metrics = _latency(config, bench, requests)
     else:
         metrics = _serve(config, bench, requests, server_overrides, output_dir)
-    metrics.update(
-        roofline(
-            config.arch,
-            requests,
-            config.dtype_bytes,
-            bench.peak_tflops,
-            bench.memory_bandwidth_gbs,
-        )
-    )
-    if "roofline_s" in metrics and "duration_s" in metrics:
+    metrics.update(roofline(config, requests, _peaks(config, bench)))
+    if "duration_s" in metrics:
         metrics["roofline_fraction"] = metrics["roofline_s"] / metrics["duration_s"]
     return metrics
+
+
+def _peaks(config: VllmConfig, bench: BenchConfig) -> MachinePeaks:
+    """The machine's peaks for the model's dtype: measured (cached), or as bench sets them."""
+    if bench.peak_tflops is not None and bench.memory_bandwidth_gbs is not None:
+        return MachinePeaks(bench.peak_tflops, bench.memory_bandwidth_gbs)
+    import torch
+
+    device = torch.device(config.device.type.value)
+    measured = machine_peaks(device, getattr(torch, config.model.dtype.value))
+    return MachinePeaks(
+        bench.peak_tflops or measured.gemm_tflops,
+        bench.memory_bandwidth_gbs or measured.read_gbs,
+    )
 
 
 def _throughput(

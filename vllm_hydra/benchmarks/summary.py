@@ -63,6 +63,9 @@ COLUMNS = (
     "latency_p99_s",
     "workload_flops",
     "weight_bytes",
+    "peak_gemm_tflops",
+    "read_bandwidth_gbs",
+    "roofline_s",
     "roofline_fraction",
 )
 # The columns of summary.md (the table a person reads), per mode.
@@ -75,6 +78,8 @@ MARKDOWN_COLUMNS = {
         "output_throughput",
         "total_token_throughput",
         "engine_speedup",
+        "roofline_s",
+        "roofline_fraction",
     ),
     "latency": ("job", "overrides", "latency_mean_s", "latency_p50_s", "latency_p99_s"),
     "serve": (
@@ -151,7 +156,10 @@ def _format(value: Any) -> str:
     if isinstance(value, float):
         if math.isnan(value):
             return ""
-        return f"{value:.3g}" if abs(value) >= 1e5 else f"{value:.2f}"
+        # Three significant figures where two decimals would hide them (a roofline fraction
+        # of 0.004, FLOPs of 4e12).
+        wide = abs(value) >= 1e5 or 0 < abs(value) < 0.1
+        return f"{value:.3g}" if wide else f"{value:.2f}"
     return str(value)
 
 

@@ -81,8 +81,9 @@ class BenchConfig:
     objective_ttft_p99_ms: float | None = None
     # Draw tqdm progress bars.
     progress: bool = True
-    # The machine's peak dense FLOP/s (TFLOP/s, in the model dtype) and memory bandwidth
-    # (GB/s): when both are set, results carry the roofline time and the fraction reached.
+    # The machine's peak dense FLOP/s (TFLOP/s, in the model dtype) and memory read bandwidth
+    # (GB/s) for the roofline (vllm_hydra/benchmarks/roofline.py). Unset: measured by the app
+    # once per machine and dtype (benchmarks/peaks.py, cached); set, they replace the measured.
     peak_tflops: float | None = None
     memory_bandwidth_gbs: float | None = None
 

@@ -1,0 +1,101 @@
+"""The machine's measured peaks for the roofline: dense GEMM FLOP/s in the model's dtype and
+memory read bandwidth, measured once per machine, dtype and thread count, then cached.
+
+GEMM: the best of several square matmuls large enough to reach the library's peak (MKL or
+oneDNN on CPU, cuBLAS on CUDA). Read bandwidth: the best of several sums over a buffer far
+larger than the last-level cache. Both use torch's threads as the engine does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+GEMM_SIZE = 2048
+GEMM_REPEATS = 5
+READ_BYTES = 1 << 30
+READ_REPEATS = 5
+
+
+@dataclass(frozen=True)
+class MachinePeaks:
+    gemm_tflops: float
+    read_gbs: float
+
+
+def cache_file() -> Path:
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "vllm_hydra" / "machine_peaks.json"
+
+
+def machine_key(device: torch.device, dtype: torch.dtype) -> str:
+    """What the peaks depend on: the processor, torch's build, its threads, the dtype."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_description()
+    text = f"{name}|{torch.__version__}|{torch.get_num_threads()}|{dtype}"
+    return f"{device.type}-{dtype}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
+def _cpu_description() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor()
+    wanted = ("model name", "flags")
+    return "|".join(sorted({line for line in lines if line.startswith(wanted)}))
+
+
+def machine_peaks(device: torch.device, dtype: torch.dtype) -> MachinePeaks:
+    """The cached peaks of this machine and dtype, measured now if there are none."""
+    path, key = cache_file(), machine_key(device, dtype)
+    cached = json.loads(path.read_text()) if path.is_file() else {}
+    if key in cached:
+        return MachinePeaks(**cached[key])
+    logger.info("Measuring this machine's GEMM peak (%s) and read bandwidth", dtype)
+    peaks = MachinePeaks(measure_gemm_tflops(device, dtype), measure_read_gbs(device))
+    cached[key] = asdict(peaks)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(cached, indent=1))
+    os.replace(tmp, path)  # another job reading at the same time never sees half a file
+    return peaks
+
+
+def _best_seconds(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
+    fn()  # warm-up: first-touch pages, library dispatch, GPU clocks
+    best = float("inf")
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+@torch.inference_mode()
+def measure_gemm_tflops(device: torch.device, dtype: torch.dtype, size: int = GEMM_SIZE) -> float:
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, generator=gen).to(device=device, dtype=dtype)
+    b = torch.randn(size, size, generator=gen).to(device=device, dtype=dtype)
+    seconds = _best_seconds(lambda: a @ b, device, GEMM_REPEATS)
+    return 2 * size**3 / seconds / 1e12
+
+
+@torch.inference_mode()
+def measure_read_gbs(device: torch.device, num_bytes: int = READ_BYTES) -> float:
+    x = torch.ones(num_bytes // 4, dtype=torch.float32, device=device)
+    seconds = _best_seconds(lambda: x.sum(), device, READ_REPEATS)
+    return num_bytes / seconds / 1e9
