@@ -63,7 +63,12 @@ def test_padded_replay_matches_eager(tmp_path: Path) -> None:
 
     def use_graphs(sizes: list[int]) -> EagerReplayRunner:
         graphs = EagerReplayRunner(
-            runner.model, runner.kv_caches, sizes, 64, runner.block_size, runner.device
+            runner.model,
+            runner.kv_caches,
+            sizes,
+            64,
+            runner.input_buffers,
+            runner.input_batch.block_table,
         )
         graphs.capture()
         runner.cudagraph_runner = graphs
