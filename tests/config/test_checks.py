@@ -352,3 +352,15 @@ def test_tracing_needs_the_tracing_extra(monkeypatch: pytest.MonkeyPatch) -> Non
     assert "observability.otlp_traces_endpoint=http://127.0.0.1:4318/v1/traces" in message
     assert "tracing extra" in message and "opentelemetry_absent.sdk.trace" in message
     compose_config(["dry_run=true", endpoint])  # a dry run loads nothing: no refusal
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "structured_outputs.enable_auto_tool_choice=true",
+        "structured_outputs.tool_call_parser=hermes",
+    ],
+)
+def test_tool_call_keys_are_refused_until_parsers_exist(ckpt: Path, override: str) -> None:
+    message = _error(_with(ckpt, override))
+    assert "not supported yet" in message and "tool_call_parser" in message

@@ -37,16 +37,11 @@ class StructuredOutputsConfig:
 def check_structured_outputs(c: VllmConfig) -> list[str]:
     """Settings that would have no effect are refused, naming the key that fixes them."""
     so, problems = c.structured_outputs, []
-    if so.enable_auto_tool_choice and so.tool_call_parser is ToolCallParser.none:
+    if so.enable_auto_tool_choice or so.tool_call_parser is not ToolCallParser.none:
         problems.append(
-            "structured_outputs.enable_auto_tool_choice=true needs a parser for the model's "
-            "tool-call format. Set structured_outputs.tool_call_parser to one of "
-            f"{{{', '.join(p.value for p in ToolCallParser if p is not ToolCallParser.none)}}}."
-        )
-    if so.tool_call_parser is not ToolCallParser.none and not so.enable_auto_tool_choice:
-        problems.append(
-            f"structured_outputs.tool_call_parser={so.tool_call_parser.value} has no effect "
-            f"with structured_outputs.enable_auto_tool_choice=false. Set it to true."
+            "structured_outputs.enable_auto_tool_choice and structured_outputs.tool_call_parser "
+            "are not supported yet: the engine has no tool-call parser. Leave them at their "
+            "defaults (false, none)."
         )
     if so.disable_fallback and so.backend is not StructuredOutputsBackend.auto:
         problems.append(

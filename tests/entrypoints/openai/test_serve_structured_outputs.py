@@ -248,3 +248,14 @@ async def _mixed_batch(server: RemoteServer) -> tuple[list[list[str]], list[list
 def test_structured_request_leaves_free_ones_unchanged(server: RemoteServer) -> None:
     alone, mixed = asyncio.run(_mixed_batch(server))
     assert mixed == alone
+
+
+def test_tools_are_refused_not_ignored(server: RemoteServer) -> None:
+    """Tool calling is not built: a request with `tools` is a 400 naming it, never free text."""
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    with pytest.raises(openai.BadRequestError) as caught:
+        server.client().chat.completions.create(
+            model=MODEL, messages=MESSAGES, max_tokens=5, tools=[tool], tool_choice="required"
+        )
+    assert caught.value.body["param"] == "tools", caught.value.body
+    assert "not supported" in caught.value.body["message"]

@@ -232,6 +232,19 @@ class ChatCompletionRequest(SamplingRequest):
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool = True
 
+    @field_validator("tools", mode="after")
+    @classmethod
+    def _tools_not_served_yet(
+        cls, tools: list[ChatCompletionToolParam] | None
+    ) -> list[ChatCompletionToolParam] | None:
+        # Tool calling (issue 16's tool parsers) is not built: refusing beats free text.
+        if tools:
+            raise ValueError(
+                "tool calling is not supported by this server yet; send the request without "
+                "`tools` (structured output via `response_format` is supported)"
+            )
+        return tools
+
 
 class TokenizeRequest(OpenAIRequestModel):
     model: str | None = None
