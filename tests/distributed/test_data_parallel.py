@@ -20,7 +20,7 @@ import torch
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.engine.conftest import child_pids
-from tests.entrypoints.openai.remote_server import RemoteServer
+from tests.entrypoints.openai.remote_server import RemoteServer, process_title
 from tests.model_factory import write_random_checkpoint
 from vllm_hydra import LLM, SamplingParams
 from vllm_hydra.request_output import RequestOutput
@@ -119,6 +119,13 @@ def engine_pids(server: RemoteServer) -> dict[int, int]:
     """Engine index -> pid, from the engines' log prefix `(EngineCore_DP<i> pid=<pid>)`."""
     found = re.findall(r"\(EngineCore_DP(\d+) pid=(\d+)\)", server.output())
     return {int(index): int(pid) for index, pid in found}
+
+
+def test_every_process_carries_its_title(server: RemoteServer) -> None:
+    family = [psutil.Process(server.proc.pid), *server.descendants()]
+    titles = {process_title(p) for p in family}
+    for role in ("APIServer", "EngineCore_DP0", "EngineCore_DP1", "DPCoordinator"):
+        assert f"VLLM_HYDRA::{role}" in titles, titles
 
 
 def test_serve_dp2_equals_dp1(server: RemoteServer, reference: list[RequestOutput]) -> None:

@@ -11,7 +11,7 @@ import httpx
 import psutil
 
 from tests.distributed.conftest import GREEDY, MAX_MODEL_LEN, Completion, prompts
-from tests.entrypoints.openai.remote_server import RemoteServer, StreamReader
+from tests.entrypoints.openai.remote_server import RemoteServer, StreamReader, process_title
 
 SERVER_OVERRIDES = (
     "model.dtype=float32",
@@ -56,13 +56,14 @@ def completions(server: RemoteServer) -> list[str]:
 
 
 def worker_processes(server: RemoteServer) -> list[psutil.Process]:
-    """The engine's spawned worker processes (grandchildren of serve.py)."""
+    """The engine's spawned worker processes (grandchildren of serve.py), by their titles."""
     engine = server.engine_process()
-    return [
-        p
-        for p in engine.children()
-        if "spawn_main" in " ".join(p.cmdline()) and "resource_tracker" not in " ".join(p.cmdline())
-    ]
+    return [p for p in engine.children() if process_title(p).startswith("VLLM_HYDRA::Worker_")]
+
+
+def titles(server: RemoteServer) -> set[str]:
+    family = [psutil.Process(server.proc.pid), *server.descendants()]
+    return {t for p in family if (t := process_title(p)).startswith("VLLM_HYDRA::")}
 
 
 def test_serve_tp2_pp2_matches_tp1(
@@ -73,6 +74,13 @@ def test_serve_tp2_pp2_matches_tp1(
     )
     try:
         assert len(worker_processes(server)) == 4
+        roles = [
+            "APIServer",
+            "EngineCore_DP0",
+            *(f"Worker_TP{t}_PP{p}" for p in (0, 1) for t in (0, 1)),
+        ]
+        assert titles(server) == {f"VLLM_HYDRA::{role}" for role in roles}
+        assert "(Worker_TP1_PP1 pid=" in server.output()  # the log prefix names the role too
         assert completions(server) == [text for _, text in reference["llama"]]
     finally:
         assert server.stop() == 0

@@ -22,6 +22,7 @@ import zmq
 
 from vllm_hydra.engine.messages import DPLoads, EngineLoad
 from vllm_hydra.engine.process_utils import exit_when_parent_dies, stop_process
+from vllm_hydra.process_title import configure_process_logging
 
 logger = logging.getLogger(__name__)
 
@@ -103,10 +104,7 @@ def run_dp_coordinator(
     dp_size: int, input_address: str, output_address: str, parent_pid: int
 ) -> None:
     """Entry point of the coordinator process; SIGTERM (from the frontend) ends it."""
-    logging.basicConfig(
-        level=logging.INFO,
-        format="(DPCoordinator pid=%(process)d) %(levelname)s %(name)s: %(message)s",
-    )
+    configure_process_logging("DPCoordinator")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the frontend handles Ctrl-C and stops us
     exit_when_parent_dies(parent_pid)
     DPCoordinatorProc(dp_size, input_address, output_address).run()

@@ -57,6 +57,7 @@ from vllm_hydra.engine.process_utils import exit_when_parent_dies
 from vllm_hydra.executor.abstract import Executor
 from vllm_hydra.metrics.stats import SchedulerStats
 from vllm_hydra.outputs import ModelRunnerOutput
+from vllm_hydra.process_title import configure_process_logging
 from vllm_hydra.structured_output import StructuredOutputManager
 
 logger = logging.getLogger(__name__)
@@ -495,7 +496,4 @@ def _install_signal_handlers(engine: EngineCoreProc) -> None:
 
 
 def _configure_logging(engine_index: int) -> None:
-    logging.basicConfig(
-        level=logging.INFO,
-        format=f"(EngineCore_DP{engine_index} pid=%(process)d) %(levelname)s %(name)s: %(message)s",
-    )
+    configure_process_logging("EngineCore", f"DP{engine_index}")

@@ -48,6 +48,7 @@ from vllm_hydra.entrypoints.openai.serving_completion import OpenAIServingComple
 from vllm_hydra.entrypoints.openai.serving_engine import ClientDisconnected
 from vllm_hydra.entrypoints.openai.serving_models import OpenAIServingModels
 from vllm_hydra.entrypoints.openai.serving_tokenization import OpenAIServingTokenization
+from vllm_hydra.process_title import set_process_title
 
 if TYPE_CHECKING:
     from vllm_hydra.engine.async_llm import AsyncLLM
@@ -399,6 +400,7 @@ def run_server(vllm_config: VllmConfig) -> int:
     Signals are uvicorn's while it serves. Ours only note them: uvicorn re-raises the signal
     it handled once it stops, and the engine must still be shut down after that.
     """
+    set_process_title("APIServer")
     state = ServerState()
 
     def note_signal(signum: int, _: Any) -> None:

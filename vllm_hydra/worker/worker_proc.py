@@ -29,6 +29,7 @@ import zmq
 from vllm_hydra.config.device import DeviceType
 from vllm_hydra.config.vllm import VllmConfig
 from vllm_hydra.core.sched_output import SchedulerOutput
+from vllm_hydra.process_title import configure_process_logging
 from vllm_hydra.serial_utils import MsgpackDecoder, MsgpackEncoder
 from vllm_hydra.worker.worker import Worker
 
@@ -130,10 +131,8 @@ def run_worker_proc(
 
 
 def _configure_worker(vllm_config: VllmConfig, rank: int, parent_pid: int | None) -> None:
-    logging.basicConfig(
-        level=logging.INFO,
-        format=f"(Worker rank={rank} pid=%(process)d) %(levelname)s %(name)s: %(message)s",
-    )
+    tp = vllm_config.parallel.tp
+    configure_process_logging("Worker", f"TP{rank % tp}_PP{rank // tp}")
     if threading.current_thread() is threading.main_thread():  # not so in every Ray actor
         # Ctrl-C reaches the whole process group; the engine decides when workers stop.
         signal.signal(signal.SIGINT, signal.SIG_IGN)

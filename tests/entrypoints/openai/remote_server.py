@@ -29,6 +29,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def process_title(process: psutil.Process) -> str:
+    """What setproctitle wrote (vllm_hydra/process_title.py), "" for a process gone."""
+    try:
+        return " ".join(process.cmdline()).strip()  # setproctitle pads with spaces
+    except psutil.Error:
+        return ""
+
+
 class RemoteServer:
     def __init__(
         self, run_dir: Path, *overrides: str, env: dict[str, str] | None = None, wait: bool = True
@@ -96,12 +104,11 @@ class RemoteServer:
         return []
 
     def engine_process(self) -> psutil.Process:
-        """The spawned EngineCore process (not multiprocessing's resource tracker)."""
+        """The spawned EngineCore process, by its title (workers are its children)."""
         engines = [
             p
-            for p in psutil.Process(self.proc.pid).children()  # workers are its children
-            if "spawn_main" in " ".join(p.cmdline())
-            and "resource_tracker" not in " ".join(p.cmdline())
+            for p in psutil.Process(self.proc.pid).children()
+            if process_title(p).startswith("VLLM_HYDRA::EngineCore_DP")
         ]
         if len(engines) != 1:
             raise RuntimeError(f"expected one engine process, found {self.descendants()}")
