@@ -106,6 +106,7 @@ class ModelRunner:
             torch._dynamo.mark_static(kv_cache)
         for n in (2, 1):
             self._dummy_forward(n, [0] * n)
+            self._dummy_decode(n)
 
     def _capture_cudagraphs(self) -> None:
         compilation = self.config.compilation
@@ -168,11 +169,30 @@ class ModelRunner:
         common = AttentionMetadata.build(
             [num_tokens], [num_tokens], [block_ids], self.block_size, self.device
         )
-        ids = torch.zeros(num_tokens, dtype=torch.int64, device=self.device)
-        positions = torch.arange(num_tokens, device=self.device)
+        ids, positions = self._dummy_ids_positions(torch.arange(num_tokens))
         received = None if get_pp_group().is_first_rank else self._empty_intermediate(num_tokens)
         meta = self.attn_metadata_builder.build(common)
         return self._forward(ids, positions, meta, received)
+
+    def _dummy_decode(self, num_seqs: int) -> None:
+        """A decode step of num_seqs one-token requests over 2-token contexts in block 0: the
+        builder's decode metadata differs from a prefill's, so its graphs are compiled now."""
+        common = AttentionMetadata.build(
+            [1] * num_seqs, [2] * num_seqs, [[0]] * num_seqs, self.block_size, self.device
+        )
+        ids, positions = self._dummy_ids_positions(torch.ones(num_seqs, dtype=torch.int64))
+        received = None if get_pp_group().is_first_rank else self._empty_intermediate(num_seqs)
+        self._forward(ids, positions, self.attn_metadata_builder.build(common), received)
+
+    def _dummy_ids_positions(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Zero token ids and the given positions, as views of the persistent input buffers
+        (a real step's inputs are such views: compiled graphs guard on that)."""
+        n = positions.numel()
+        ids = self.input_buffers.input_ids.gpu[:n]
+        ids.zero_()
+        pos = self.input_buffers.positions.gpu[:n]
+        pos.copy_(positions)
+        return ids, pos
 
     # ---- one step ----
 
