@@ -40,6 +40,7 @@ from vllm_hydra.config.model_arch import (
 )
 from vllm_hydra.config.model_files import resolve_model_dir
 from vllm_hydra.config.parallel import DistributedBackend, ParallelConfig
+from vllm_hydra.config.quantization import QuantizationMethod, resolve_quantization
 from vllm_hydra.config.scheduler import DEFAULT_MAX_NUM_BATCHED_TOKENS, SchedulerConfig
 from vllm_hydra.config.vllm import EngineSections, ServeConfig, VllmConfig
 
@@ -150,8 +151,10 @@ def _resolve_device(device: DeviceConfig, ctx: CheckContext) -> DeviceConfig:
 
 
 def _resolve_model(model: ModelConfig, arch: ModelArchConfig, device: DeviceType) -> ModelConfig:
+    method = resolve_quantization(model.quantization, arch.quantization_config, arch.source)
     return replace(
         model,
+        quantization=None if method is None else QuantizationMethod[method],
         dtype=_resolve_dtype(model.dtype, arch.checkpoint_dtype, device),
         max_model_len=model.max_model_len or arch.max_model_len_limit,
     )

@@ -18,6 +18,7 @@ def derived_values(config: VllmConfig) -> list[tuple[str, str]]:
         ),
         ("device", config.device.type.value),
         ("dtype", f"{config.model.dtype.value} (checkpoint: {arch.checkpoint_dtype})"),
+        ("quantization", config.quantization_method or "none"),
         ("kv cache dtype", config.cache.cache_dtype.value),
         (
             "max_model_len",
