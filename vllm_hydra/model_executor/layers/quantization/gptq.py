@@ -24,7 +24,6 @@ from vllm_hydra.model_executor.layers.quantization.int4 import (
     unpack_int32,
 )
 from vllm_hydra.model_executor.layers.quantization.packed_checkpoint import regroup
-from vllm_hydra.model_executor.model_loader.errors import ModelLoadError
 from vllm_hydra.model_executor.utils import Weight
 
 
@@ -43,6 +42,9 @@ def check_g_idx(g_idx: torch.Tensor, group_size: int) -> None:
     inputs = torch.arange(g_idx.numel())
     expected = torch.zeros_like(inputs) if group_size == -1 else inputs // group_size
     if not torch.equal(g_idx.to(torch.int64), expected):
+        # Imported here: the model loader package imports this one.
+        from vllm_hydra.model_executor.model_loader.errors import ModelLoadError
+
         raise ModelLoadError(
             "a GPTQ g_idx permutes the input channels (act-order) although the checkpoint "
             "declares desc_act=false; the engine runs GPTQ without act-order only"
