@@ -24,6 +24,7 @@ from vllm_hydra.config.lora import SUPPORTED_LORA_RANKS
 from vllm_hydra.config.memory_plan import GIB, MemoryPlan
 from vllm_hydra.config.model_files import looks_like_hub_id, resolve_model_dir, weight_files
 from vllm_hydra.config.parallel import DistributedBackend
+from vllm_hydra.config.quantization import check_group_split, checkpoint_group_size
 from vllm_hydra.config.speculative import SpeculativeMethod
 from vllm_hydra.config.structured_outputs import check_structured_outputs
 from vllm_hydra.config.vllm import EngineSections, VllmConfig
@@ -603,7 +604,26 @@ def _set(values: Iterable[object]) -> str:
 
 
 # The cross-section rules, in the order their messages are reported.
+def check_quant_groups_split(config: VllmConfig) -> list[str]:
+    """A group-quantized checkpoint keeps whole groups on each rank of every linear input."""
+    arch, tp = config.arch, config.parallel.tp
+    if arch.quantization_config is None or config.quantization_method is None:
+        return []
+    q = arch.num_attention_heads * arch.head_dim
+    inputs = {"model.hidden_size": arch.hidden_size}
+    # Row-parallel layers (o_proj, down_proj) split their input across ranks.
+    sharded = {
+        "attention q size (o_proj input)": q,
+        "model.intermediate_size": arch.intermediate_size,
+    }
+    group = checkpoint_group_size(arch.quantization_config)
+    return check_group_split(group, inputs, 1, arch.source) + check_group_split(
+        group, sharded, tp, arch.source
+    )
+
+
 CONFIG_RULES: tuple[Callable[[VllmConfig], list[str]], ...] = (
+    check_quant_groups_split,
     check_tp_divides_heads,
     check_tp_splits_kv_heads,
     check_tp_divides_mlp,

@@ -50,6 +50,7 @@ from vllm_hydra.config.model_arch import (
 )
 from vllm_hydra.config.model_files import resolve_model_dir
 from vllm_hydra.config.parallel import DistributedBackend, ParallelConfig
+from vllm_hydra.config.quantization import QuantizationMethod, resolve_quantization
 from vllm_hydra.config.scheduler import DEFAULT_MAX_NUM_BATCHED_TOKENS, SchedulerConfig
 from vllm_hydra.config.schema_keys import composed_key_problems
 from vllm_hydra.config.vllm import EngineSections, ServeConfig, VllmConfig
@@ -145,8 +146,12 @@ def _resolve(s: EngineSections, ctx: CheckContext) -> VllmConfig:
     arch, model_dir = load_model_arch(s)
     device = _resolve_device(s.device, ctx)
     dtype, dtype_reason = resolve_dtype(s.model.dtype, arch.checkpoint_dtype, device.type)
+    method = resolve_quantization(s.model.quantization, arch.quantization_config, arch.source)
     model = replace(
-        s.model, dtype=dtype, max_model_len=s.model.max_model_len or arch.max_model_len_limit
+        s.model,
+        quantization=None if method is None else QuantizationMethod[method],
+        dtype=dtype,
+        max_model_len=s.model.max_model_len or arch.max_model_len_limit,
     )
     return VllmConfig(
         model=model,

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from vllm_hydra.config.device import DeviceType
+from vllm_hydra.config.quantization import checkpoint_group_size, checkpoint_weight_bits
 
 if TYPE_CHECKING:
+    from vllm_hydra.config.model_arch import ModelArchConfig
     from vllm_hydra.config.vllm import VllmConfig
 
 GIB = 1 << 30
@@ -138,13 +140,41 @@ def kv_bytes_per_token_per_rank(config: VllmConfig) -> int:
 
 
 def weight_bytes_per_rank(config: VllmConfig) -> int:
-    """Weights of the largest stage, split across tp (embedding and LM head counted in full)."""
+    """Weights of the largest stage, split across tp (embedding and LM head counted in full);
+    quantized linear layers at their format's bits plus scales and zero points per group."""
     arch = config.arch
     embed = arch.vocab_size * arch.hidden_size
     lm_head = 0 if arch.tie_word_embeddings else embed
     per_layer = (arch.num_params() - embed - lm_head) // arch.num_hidden_layers
-    params = per_layer * layers_per_stage(config) + embed + lm_head
-    return params * config.dtype_bytes // config.parallel.tp
+    per_layer_bytes = per_layer * config.dtype_bytes
+    bits = checkpoint_weight_bits(arch.quantization_config, config.quantization_method)
+    if bits is not None:
+        linear = linear_params_per_layer(arch)
+        per_layer_bytes -= linear * config.dtype_bytes
+        per_layer_bytes += linear * bits // 8 + _scale_bytes_per_layer(config)
+    layers = per_layer_bytes * layers_per_stage(config)
+    return (layers + (embed + lm_head) * config.dtype_bytes) // config.parallel.tp
+
+
+def linear_params_per_layer(arch: ModelArchConfig) -> int:
+    """Weights of one decoder layer's linear projections (what quantization shrinks)."""
+    h, d = arch.hidden_size, arch.head_dim
+    q, kv = arch.num_attention_heads * d, arch.num_key_value_heads * d
+    return h * (q + 2 * kv) + q * h + 3 * h * arch.intermediate_size
+
+
+def _scale_bytes_per_layer(config: VllmConfig) -> int:
+    """Scales (and int4 zero points) of one layer: per output channel, or per group of inputs."""
+    arch = config.arch
+    group = -1
+    if arch.quantization_config is not None:
+        group = checkpoint_group_size(arch.quantization_config)
+    h, d = arch.hidden_size, arch.head_dim
+    q, kv = arch.num_attention_heads * d, arch.num_key_value_heads * d
+    # (output features, input features) of qkv, o, gate_up and down.
+    shapes = [(q + 2 * kv, h), (h, q), (2 * arch.intermediate_size, h), (h, arch.intermediate_size)]
+    per_value = 2 * config.dtype_bytes  # a scale and a zero point
+    return sum(out * (1 if group == -1 else inp // group) * per_value for out, inp in shapes)
 
 
 def activation_bytes_per_rank(config: VllmConfig) -> int:

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from vllm_hydra.config.quantization import QuantizationMethod
+
 
 class ModelDType(Enum):
     # auto: on CUDA the checkpoint's dtype (a float32 checkpoint in bfloat16); on CPU bfloat16
@@ -36,3 +38,7 @@ class ModelConfig:
     skip_tokenizer_init: bool = False
     # Values laid over config.json before anything reads it, e.g. {max_position_embeddings: 4096}.
     hf_overrides: dict[str, Any] = field(default_factory=dict)
+    # null: the checkpoint's quantization_config (none: unquantized); fp8 / int8: quantize an
+    # unquantized checkpoint online; compressed-tensors / awq / gptq: the format the checkpoint
+    # must declare. Resolved to the method that runs (null only for an unquantized model).
+    quantization: QuantizationMethod | None = None

@@ -71,6 +71,8 @@ class ModelArchConfig:
     bos_token_id: int | None
     eos_token_id: int | list[int] | None
     source: str  # the config.json this came from
+    # config.json's quantization_config (a pre-quantized checkpoint), None for an ordinary one.
+    quantization_config: dict[str, Any] | None = None
 
     @property
     def max_model_len_limit(self) -> int:
@@ -180,6 +182,7 @@ def arch_from_hf_config(hf: dict[str, Any], source: str) -> ModelArchConfig:
         bos_token_id=hf.get("bos_token_id"),
         eos_token_id=hf.get("eos_token_id"),
         source=source,
+        quantization_config=hf.get("quantization_config"),
     )
 
 

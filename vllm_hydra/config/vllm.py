@@ -73,6 +73,11 @@ class VllmConfig(EngineSections):
         return self.server.served_model_name or self.model.name
 
     @property
+    def quantization_method(self) -> str | None:
+        """The quantization method that runs ("awq", "fp8", ...), None: unquantized."""
+        return None if self.model.quantization is None else self.model.quantization.value
+
+    @property
     def dtype_bytes(self) -> int:
         return DTYPE_BYTES[self.model.dtype.value]
 

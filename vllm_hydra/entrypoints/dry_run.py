@@ -22,6 +22,7 @@ def derived_values(config: VllmConfig) -> list[tuple[str, str]]:
             f"{config.model.dtype.value} ({config.dtype_reason}; checkpoint: "
             f"{arch.checkpoint_dtype})",
         ),
+        ("quantization", config.quantization_method or "none"),
         ("kv cache dtype", config.cache.cache_dtype.value),
         (
             "max_model_len",

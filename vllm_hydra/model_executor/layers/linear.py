@@ -4,6 +4,9 @@ Column-parallel layers split the output features across ranks, row-parallel laye
 input features and all-reduce the result. Each parameter carries a `weight_loader(param,
 loaded_weight[, shard_id])` that cuts this rank's slice from a full checkpoint tensor, so the
 model's `load_weights` never needs to know the tensor-parallel layout.
+
+The layer's `quant_method` (a LinearMethod of the quantization config in force, unquantized by
+default) creates its weight parameters and runs its product.
 """
 
 from __future__ import annotations
@@ -16,6 +19,10 @@ from vllm_hydra.distributed.parallel_state import (
     get_tensor_model_parallel_world_size,
     tensor_model_parallel_all_gather,
     tensor_model_parallel_all_reduce,
+)
+from vllm_hydra.model_executor.layers.quantization.base_config import (
+    LinearMethodBase,
+    current_linear_method,
 )
 from vllm_hydra.model_executor.layers.utils import Gemm, default_gemm
 from vllm_hydra.model_executor.utils import as_tensor, copy_weight, set_weight_attrs, shard
@@ -35,20 +42,21 @@ def _new_param(*shape: int) -> nn.Parameter:
 
 
 class LinearBase(nn.Module):
-    """A [output, input] weight (nn.Linear's layout) plus an optional bias; `gemm` runs the
-    product (F.linear, or a packed oneDNN kernel once `pack_linear_weights` ran)."""
+    """Weights made by `quant_method` (unquantized: a [output, input] weight, nn.Linear's
+    layout, whose `gemm` is F.linear or a packed oneDNN kernel once `pack_linear_weights` ran)
+    plus an optional bias."""
 
     def __init__(self, input_size: int, output_size: int) -> None:
         super().__init__()
         self.gemm: Gemm = default_gemm
+        self.quant_method: LinearMethodBase = current_linear_method()
         self.input_size = input_size
         self.output_size = output_size
         self.tp_size = get_tensor_model_parallel_world_size()
         self.tp_rank = get_tensor_model_parallel_rank()
 
     def _make_params(self, out_features: int, in_features: int, bias_size: int | None) -> None:
-        self.weight = _new_param(out_features, in_features)
-        set_weight_attrs(self.weight, {"weight_loader": self.weight_loader})
+        self.quant_method.create_weights(self, out_features, in_features, bias_size)
         if bias_size is None:
             self.register_parameter("bias", None)
         else:
@@ -78,7 +86,7 @@ class ColumnParallelLinear(LinearBase):
         copy_weight(param.data, shard(loaded_weight, 0, self.tp_rank, self.tp_size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.gemm(x, self.weight, self.bias)
+        out = self.quant_method.apply(self, x, self.bias)
         return tensor_model_parallel_all_gather(out) if self.gather_output else out
 
 
@@ -191,15 +199,16 @@ class RowParallelLinear(LinearBase):
         self._make_params(output_size, self.input_size_per_partition, output_size if bias else None)
 
     def weight_loader(self, param: nn.Parameter, loaded_weight: torch.Tensor) -> None:
-        if param is self.bias:  # the bias is added once, after the reduction: not split
+        # The bias is added once, after the reduction; per-channel scales have no input dim.
+        if param is self.bias or getattr(param, "input_dim", 1) is None:
             copy_weight(param.data, loaded_weight)
             return
         copy_weight(param.data, shard(loaded_weight, 1, self.tp_rank, self.tp_size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.tp_size == 1:
-            return self.gemm(x, self.weight, self.bias)
-        out = self.gemm(x, self.weight, None)
+            return self.quant_method.apply(self, x, self.bias)
+        out = self.quant_method.apply(self, x, None)
         if self.reduce_results:
             out = tensor_model_parallel_all_reduce(out)
         return out if self.bias is None else out + self.bias

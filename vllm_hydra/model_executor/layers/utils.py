@@ -68,6 +68,10 @@ def pack_linear_weights(model: nn.Module) -> int:
     uses = Counter(id(p) for m in model.modules() for p in m.parameters(recurse=False))
     packed = 0
     for module in model.modules():
+        if getattr(module, "quant_method", None) is not None and not getattr(
+            module.quant_method, "uses_gemm", False
+        ):
+            continue  # a quantized layer runs its own kernel
         if hasattr(module, "gemm") and isinstance(module.weight, torch.Tensor):
             shared = uses[id(module.weight)] > 1
             packed += dispatch_cpu_unquantized_gemm(module, remove_weight=not shared)

@@ -7,6 +7,7 @@ unexpected and mis-shaped tensor; `dummy` fills random weights and reads no file
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +16,11 @@ import torch
 from torch import nn
 
 from vllm_hydra.config import CompilationMode, LoadFormat, VllmConfig
+from vllm_hydra.model_executor.layers.quantization import (
+    QuantizationConfig,
+    get_quantization_config,
+    set_quant_config,
+)
 from vllm_hydra.model_executor.layers.utils import pack_linear_weights
 from vllm_hydra.model_executor.model_loader.errors import ModelLoadError
 from vllm_hydra.model_executor.model_loader.weight_utils import (
@@ -24,6 +30,8 @@ from vllm_hydra.model_executor.model_loader.weight_utils import (
 )
 from vllm_hydra.model_executor.models.registry import get_model_cls
 from vllm_hydra.model_executor.utils import CheckpointMismatchError
+
+logger = logging.getLogger(__name__)
 
 # Longest list of tensor names an error message spells out.
 MAX_LISTED = 20
@@ -45,7 +53,8 @@ def get_model(vllm_config: VllmConfig) -> nn.Module:
     model_cls = get_model_cls(vllm_config.arch.architecture)
     dtype = getattr(torch, vllm_config.model.dtype.value)
     device = torch.device(vllm_config.device.type.value)
-    with set_default_torch_dtype(dtype), device:
+    quant_config = get_quantization_config(vllm_config)
+    with set_default_torch_dtype(dtype), device, set_quant_config(quant_config):
         model = model_cls(vllm_config)
     if vllm_config.load.format is LoadFormat.dummy:
         initialize_dummy_weights(model, vllm_config.model.seed)
@@ -55,7 +64,9 @@ def get_model(vllm_config: VllmConfig) -> nn.Module:
                 f"model.path={vllm_config.model.path} is not on disk; only load.format=dummy "
                 "can run it"
             )
-        load_checkpoint(model, Path(vllm_config.model_dir))
+        load_checkpoint(model, Path(vllm_config.model_dir), quant_config)
+    with set_default_torch_dtype(dtype):
+        process_weights_after_loading(model, quant_config)
     # Eager CPU only: Inductor does its own packing of what it compiles.
     if vllm_config.compilation.mode is CompilationMode.none:
         pack_linear_weights(model)
@@ -63,12 +74,31 @@ def get_model(vllm_config: VllmConfig) -> nn.Module:
 
 
 @torch.no_grad()
-def load_checkpoint(model: nn.Module, model_dir: Path) -> None:
-    """Load every safetensors tensor of `model_dir`; raise if any parameter stays unloaded."""
+def process_weights_after_loading(
+    model: nn.Module, quant_config: QuantizationConfig | None
+) -> None:
+    """Each linear layer's method turns its loaded tensors into its kernel's layout (online
+    quantization happens here)."""
+    layers = [m for m in model.modules() if hasattr(m, "quant_method")]
+    for layer in layers:
+        layer.quant_method.process_weights_after_loading(layer)
+    if quant_config is not None:
+        logger.info("quantization: %s on %d linear layers", quant_config.get_name(), len(layers))
+
+
+@torch.no_grad()
+def load_checkpoint(
+    model: nn.Module, model_dir: Path, quant_config: QuantizationConfig | None = None
+) -> None:
+    """Load every safetensors tensor of `model_dir`; raise if any parameter stays unloaded.
+    A pre-quantized checkpoint's tensors are first regrouped into the layers' parameters."""
     files = safetensors_weight_files(model_dir)
     seen: dict[str, Path] = {}
+    weights = safetensors_weights_iterator(files, seen)
+    if quant_config is not None:
+        weights = quant_config.adapt_checkpoint(weights)
     try:
-        loaded = model.load_weights(safetensors_weights_iterator(files, seen))
+        loaded = model.load_weights(weights)
         mismatch = None
     except CheckpointMismatchError as e:
         loaded, mismatch = set(), e

@@ -59,6 +59,18 @@ def safetensors_weights_iterator(
             ) from e
 
 
+def _fill_dummy(param: torch.Tensor, generator: torch.Generator) -> None:
+    """Uniform small floats; any code for integer (packed quantized) tensors; fp8 via float."""
+    if not param.dtype.is_floating_point:
+        info = torch.iinfo(param.dtype)
+        param.random_(info.min, info.max, generator=generator)
+    elif param.element_size() == 1:  # fp8: no random kernels of its own
+        tmp = torch.empty(param.shape, device=param.device)
+        param.copy_(tmp.uniform_(-DUMMY_RANGE, DUMMY_RANGE, generator=generator))
+    else:
+        param.uniform_(-DUMMY_RANGE, DUMMY_RANGE, generator=generator)
+
+
 @torch.no_grad()
 def initialize_dummy_weights(model: nn.Module, seed: int) -> None:
     """Random small weights of the right shapes and dtypes (load.format=dummy).
@@ -70,7 +82,7 @@ def initialize_dummy_weights(model: nn.Module, seed: int) -> None:
     for param in model.parameters():
         if param.device not in generators:
             generators[param.device] = torch.Generator(param.device).manual_seed(seed)
-        param.uniform_(-DUMMY_RANGE, DUMMY_RANGE, generator=generators[param.device])
+        _fill_dummy(param, generators[param.device])
     for module in model.modules():
         if isinstance(module, RMSNorm):
             module.weight.fill_(1.0)
