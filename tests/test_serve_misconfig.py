@@ -17,7 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "vllm_hydra" / "assets" / "tiny-llama"
 
 # (id, overrides, exit status, words in the output). `{awq}` is a checkpoint directory whose
-# config.json declares an AWQ quantization_config; `{port}` a port another socket listens on.
+# config.json declares a quantization_config the engine lacks (HQQ); `{port}` a port another
+# socket listens on.
 CASES: list[tuple[str, list[str], int, list[str]]] = [
     ("mistyped profile", ["profile=h100-llama3"], 1, ["profile/h100-llama3", "h100-llama3-8b"]),
     ("missing local", ["local=nonexistent"], 2, ["local=nonexistent", "no such option"]),
@@ -27,8 +28,8 @@ CASES: list[tuple[str, list[str], int, list[str]]] = [
         0,
         ["rope_type: linear", "max_model_len           4096 (model limit: 4096)"],
     ),
-    ("quantized checkpoint", ["model.path={awq}"], 2, ["quantization_config", "awq", "not"]),
-    ("quantization key", ["+model.quantization=awq"], 1, ["model.quantization", "not supported"]),
+    ("quantized checkpoint", ["model.path={awq}"], 2, ["quant_method", "hqq", "awq, gptq"]),
+    ("quantization key", ["+model.quantization=awq"], 2, ["model.quantization=awq", "declares"]),
     (
         "float16 on a bfloat16 checkpoint, context beyond training",
         ["model.dtype=float16", "+model.hf_overrides.max_position_embeddings=4096"],
@@ -77,7 +78,7 @@ CASES: list[tuple[str, list[str], int, list[str]]] = [
 def awq_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("awq")
     hf = json.loads((TINY / "config.json").read_text())
-    hf["quantization_config"] = {"quant_method": "awq", "bits": 4, "group_size": 128}
+    hf["quantization_config"] = {"quant_method": "hqq", "bits": 4, "group_size": 128}
     (path / "config.json").write_text(json.dumps(hf))
     shutil.copy(TINY / "model.safetensors", path / "model.safetensors")
     return path

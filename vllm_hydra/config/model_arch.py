@@ -153,7 +153,6 @@ def arch_from_hf_config(hf: dict[str, Any], source: str) -> ModelArchConfig:
             f"(README 'Plugins')."
         )
     _check_supported_layers(hf, source)
-    _check_not_quantized(hf, source)
     heads = int(hf["num_attention_heads"])
     theta, scaling = _rope(hf)
     max_len, max_len_key = _max_len(hf)
@@ -199,18 +198,6 @@ def _check_supported_layers(hf: dict[str, Any], source: str) -> None:
             f"model.path: {source} uses rope_type={rope_type}, which the engine does not "
             f"implement. Supported: {', '.join(SUPPORTED_ROPE_TYPES)}."
         )
-
-
-def _check_not_quantized(hf: dict[str, Any], source: str) -> None:
-    quant = hf.get("quantization_config")
-    if not quant:
-        return
-    method = quant.get("quant_method", "unknown") if isinstance(quant, dict) else quant
-    raise ConfigError(
-        f"model.path: {source} declares quantization_config (quant_method={method}): quantized "
-        f"checkpoints are not supported yet, and serving its packed weights as dense ones "
-        f"would produce garbage. Use an unquantized (bf16/fp16/fp32) checkpoint of the model."
-    )
 
 
 def known_arch_file(hub_id: str) -> Path:

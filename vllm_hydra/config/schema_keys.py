@@ -59,12 +59,6 @@ def unknown_key_problem(root: type, dotted: str) -> str | None:
 
 def _did_you_mean(parent: str, name: str, keys: list[str]) -> str:
     full = f"{parent}.{name}" if parent else name
-    if name.lower().startswith("quantiz"):
-        return (
-            f"{full}: quantization is not supported yet, so there is no such key: quantized "
-            f"checkpoints (AWQ, GPTQ, FP8, compressed-tensors) cannot be served. Remove "
-            f"{full} and serve an unquantized (bf16/fp16/fp32) checkpoint."
-        )
     where = f"the {parent} section" if parent else "the config root"
     close = difflib.get_close_matches(name, keys, n=3, cutoff=0.6)
     prefix = f"{parent}." if parent else ""
