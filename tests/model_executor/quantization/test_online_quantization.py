@@ -9,13 +9,9 @@ import torch
 
 from vllm_hydra import LLM, SamplingParams
 
-PROMPTS = [
-    f"The {w} was"
-    for w in ["cat", "dog", "king", "sun", "tree", "river", "house", "girl", "ship", "bird"]
-] + [
-    f"Once upon a time a {w}"
-    for w in ["man", "city", "queen", "fox", "road", "horse", "wolf", "war", "song", "child"]
-]
+SUBJECTS = ["cat", "dog", "king", "sun", "tree", "river", "house", "girl", "ship", "bird"]
+STORIES = ["man", "city", "queen", "fox", "road", "horse", "wolf", "war", "song", "child"]
+PROMPTS = [f"The {w} was" for w in SUBJECTS] + [f"Once upon a time a {w}" for w in STORIES]
 NUM_TOKENS = 16
 # Measured on the tiny model (fp32, AVX2): int8 0.959 of positions, fp8 0.928.
 MIN_AGREEMENT = {"int8": 0.9, "fp8": 0.85}
