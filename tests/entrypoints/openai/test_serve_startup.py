@@ -124,3 +124,28 @@ def test_requests_beyond_the_queue_limit_get_503(keyed_server: RemoteServer) -> 
     while httpx.post(url, json={**body, "max_tokens": 2}, headers=auth).status_code != 200:
         assert time.monotonic() < deadline, "the queue never drained after the clients left"
         time.sleep(0.1)
+
+
+def _files_holding(root: Path, secret: str) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and secret in p.read_text(errors="ignore")]
+
+
+def test_api_key_is_written_nowhere_by_a_real_start(keyed_server: RemoteServer) -> None:
+    """Issue 15: the key is redacted in the run dir (.hydra/, resolved_config.yaml) and logs."""
+    assert any(keyed_server.run_dir.rglob("*.yaml"))
+    assert _files_holding(keyed_server.run_dir, KEY) == []
+    assert KEY not in keyed_server.output()
+
+
+@pytest.mark.parametrize(
+    "args", [["dry_run=true"], ["--cfg", "job", "--resolve"]], ids=["dry-run", "cfg-resolve"]
+)
+def test_api_key_is_written_nowhere_by_a_dry_run(tmp_path: Path, args: list[str]) -> None:
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "serve.py", *args, f"server.api_key={KEY}", f"hydra.run.dir={run_dir}"]
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "api_key" in result.stdout  # the key's field is shown, its value is not
+    assert KEY not in result.stdout + result.stderr
+    if run_dir.exists():
+        assert _files_holding(run_dir, KEY) == []
