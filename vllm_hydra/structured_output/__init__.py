@@ -29,7 +29,6 @@ GRAMMAR_CACHE_SIZE = 256
 class StructuredOutputManager:
     def __init__(self, vllm_config: VllmConfig) -> None:
         self.config = vllm_config
-        self.vocab_size = vllm_config.arch.vocab_size
         # Half the cores: compiling must not starve the model's own threads.
         self.max_workers = max(1, (os.cpu_count() or 2) // 2)
         self.executor = ThreadPoolExecutor(self.max_workers, thread_name_prefix="grammar")
@@ -37,6 +36,12 @@ class StructuredOutputManager:
         self._backend_lock = threading.Lock()
         self._compiled: OrderedDict[tuple[str, StructuredOutputKey], Future[Any]] = OrderedDict()
         self.num_compiled = 0  # grammars compiled (cache misses), for tests and stats
+
+    @property
+    def vocab_size(self) -> int:
+        """Read when a grammar is first needed: a scheduler without structured requests may
+        run on a config that has no model facts (the scheduler's own tests)."""
+        return self.config.arch.vocab_size
 
     def grammar_init(self, request: Request) -> None:
         """Start (or reuse) the compilation of the request's grammar; never blocks."""
