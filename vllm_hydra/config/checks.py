@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vllm_hydra.config.attention import AttentionBackendName
+from vllm_hydra.config.chat_template import check_chat_template
 from vllm_hydra.config.compilation import CompilationMode
 from vllm_hydra.config.device import DeviceType
 from vllm_hydra.config.load import LoadFormat
@@ -25,6 +26,7 @@ from vllm_hydra.config.memory_plan import GIB, MemoryPlan
 from vllm_hydra.config.model_files import looks_like_hub_id, resolve_model_dir, weight_files
 from vllm_hydra.config.parallel import DistributedBackend
 from vllm_hydra.config.quantization import check_group_split, checkpoint_group_size
+from vllm_hydra.config.sizes import MAX_MODEL_LEN_AUTO
 from vllm_hydra.config.speculative import SpeculativeMethod
 from vllm_hydra.config.structured_outputs import check_structured_outputs
 from vllm_hydra.config.vllm import EngineSections, VllmConfig
@@ -65,10 +67,14 @@ def _port(key: str, value: int | None, low: int) -> list[str]:
 # ---- single fields (run on the raw sections, before anything is derived) ----
 
 
+def _unless_auto(max_model_len: int | None) -> int | None:
+    return None if max_model_len == MAX_MODEL_LEN_AUTO else max_model_len
+
+
 def check_field_ranges(s: EngineSections) -> list[str]:
     m, c, p, sc, sv = s.model, s.cache, s.parallel, s.scheduler, s.server
     return [
-        *_at_least("model.max_model_len", m.max_model_len, 1),
+        *_at_least("model.max_model_len", _unless_auto(m.max_model_len), 1, " or auto"),
         *_at_least("model.seed", m.seed, 0),
         *_above("cache.memory_utilization", c.memory_utilization, 0, 1),
         *_above("cache.kv_cache_memory_gib", c.kv_cache_memory_gib, 0),
@@ -646,6 +652,7 @@ CONFIG_RULES: tuple[Callable[[VllmConfig], list[str]], ...] = (
     check_speculative,
     check_trust_remote_code,
     check_structured_outputs,
+    check_chat_template,
 )
 
 # Rules that depend on the machine (skipped or relaxed for dry runs).

@@ -38,6 +38,11 @@ from vllm_hydra.config.compilation import CompilationConfig, CompilationMode
 from vllm_hydra.config.device import DeviceConfig, DeviceType
 from vllm_hydra.config.dtype import resolve_dtype
 from vllm_hydra.config.errors import ConfigError
+from vllm_hydra.config.max_model_len import (
+    auto_fit_max_model_len,
+    initial_max_model_len,
+    is_auto,
+)
 from vllm_hydra.config.memory_plan import GIB, plan_memory
 from vllm_hydra.config.model import ModelConfig
 from vllm_hydra.config.model_arch import (
@@ -53,6 +58,7 @@ from vllm_hydra.config.parallel import DistributedBackend, ParallelConfig
 from vllm_hydra.config.quantization import QuantizationMethod, resolve_quantization
 from vllm_hydra.config.scheduler import DEFAULT_MAX_NUM_BATCHED_TOKENS, SchedulerConfig
 from vllm_hydra.config.schema_keys import composed_key_problems
+from vllm_hydra.config.sizes import parse_sizes
 from vllm_hydra.config.vllm import EngineSections, ServeConfig, VllmConfig
 
 logger = logging.getLogger(__name__)
@@ -72,12 +78,15 @@ def create_vllm_config(
     sections = _to_sections(cfg)
     if dry_run is None:
         dry_run = isinstance(sections, ServeConfig) and sections.dry_run
-    problems = check_field_ranges(sections)
+    sections, problems = parse_sizes(sections)
+    problems += check_field_ranges(sections)
     ctx = _machine_context(dry_run)
     try:
         config = _resolve(sections, ctx)
     except ConfigError as e:
         raise ConfigError(problems + e.problems) from e
+    if is_auto(sections.model.max_model_len) and not problems:
+        config = auto_fit_max_model_len(config, sections.scheduler, _resolve_scheduler)
     # A field already out of range (tp=0, max_num_seqs=0) can make a later rule divide by
     # zero; its own message stands, and the rest are still reported in this one pass.
     tolerate = bool(problems)
@@ -147,11 +156,12 @@ def _resolve(s: EngineSections, ctx: CheckContext) -> VllmConfig:
     device = _resolve_device(s.device, ctx)
     dtype, dtype_reason = resolve_dtype(s.model.dtype, arch.checkpoint_dtype, device.type)
     method = resolve_quantization(s.model.quantization, arch.quantization_config, arch.source)
+    max_model_len, max_model_len_reason = initial_max_model_len(s.model.max_model_len, arch)
     model = replace(
         s.model,
         quantization=None if method is None else QuantizationMethod[method],
         dtype=dtype,
-        max_model_len=s.model.max_model_len or arch.max_model_len_limit,
+        max_model_len=max_model_len,
     )
     return VllmConfig(
         model=model,
@@ -170,6 +180,7 @@ def _resolve(s: EngineSections, ctx: CheckContext) -> VllmConfig:
         model_arch=arch,
         model_dir=str(model_dir) if model_dir else None,
         dtype_reason=dtype_reason,
+        max_model_len_reason=max_model_len_reason,
     )
 
 

@@ -26,7 +26,8 @@ def derived_values(config: VllmConfig) -> list[tuple[str, str]]:
         ("kv cache dtype", config.cache.cache_dtype.value),
         (
             "max_model_len",
-            f"{config.model.max_model_len} (model limit: {arch.max_model_len_limit})",
+            f"{config.model.max_model_len} (model limit: {arch.max_model_len_limit})"
+            + (f"; {config.max_model_len_reason}" if config.max_model_len_reason else ""),
         ),
         ("max_num_batched_tokens", str(sched.max_num_batched_tokens)),
         (
