@@ -61,8 +61,8 @@ def test_dry_run_plans_a_gpu_deployment_offline(run_dir: Path) -> None:
         "== resolved config ==",
         "== derived values ==",
         "== memory plan (per rank; every dp engine has its own) ==",
-        "weights per rank                            3.74 GiB",
-        "KV cache per token                          32,768 B",
+        "weights per rank                               3.74 GiB",
+        "KV cache per token                             32,768 B",
         "maximum concurrency at max_model_len=8192",
     ):
         assert expected in out

@@ -578,14 +578,7 @@ def check_kv_cache_fits(c: VllmConfig, plan: MemoryPlan) -> list[str]:
     if plan.usable_blocks >= plan.blocks_per_request:
         return []
     if plan.kv_budget_bytes <= 0:
-        used = plan.weight_bytes + plan.activation_bytes
-        return [
-            f"No memory left for the KV cache: weights and activations need {used / GIB:.2f} "
-            f"GiB per device, more than cache.memory_utilization={c.cache.memory_utilization} "
-            f"x {(plan.device_memory_bytes or 0) / GIB:.2f} GiB. Raise "
-            f"cache.memory_utilization, use a larger parallel.tp, or set "
-            f"cache.kv_cache_memory_gib."
-        ]
+        return [_no_kv_memory(c, plan)]
     fit_len = plan.kv_cache_tokens
     needed_gib = plan.blocks_per_request * plan.kv_bytes_per_block / GIB
     return [
@@ -595,6 +588,23 @@ def check_kv_cache_fits(c: VllmConfig, plan: MemoryPlan) -> list[str]:
         f"{needed_gib:.3f} GiB). {_kv_fix(plan, needed_gib)}, or model.max_model_len<={fit_len} "
         f"(the largest that fits)."
     ]
+
+
+def _no_kv_memory(c: VllmConfig, plan: MemoryPlan) -> str:
+    r = plan.reserves
+    parts = f"weights {_gib(plan.weight_bytes)} + activations {_gib(plan.activation_bytes)}"
+    if r.total:
+        parts += f" + reserves {_gib(r.total)} (CUDA context, non-torch, graph pool)"
+    return (
+        f"No memory left for the KV cache: {parts} = {_gib(plan.non_kv_bytes)} per device, "
+        f"more than cache.memory_utilization={c.cache.memory_utilization} x "
+        f"{_gib(plan.device_memory_bytes or 0)}. Use a larger parallel.tp (or pp), a quantized "
+        f"model, a larger GPU, or raise cache.memory_utilization (at most 0.95)."
+    )
+
+
+def _gib(num_bytes: int) -> str:
+    return f"{num_bytes / GIB:.2f} GiB"
 
 
 def _kv_fix(plan: MemoryPlan, needed_gib: float) -> str:
