@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from vllm_hydra.config import ServeConfig, VllmConfig, check_supported, create_vllm_config
 from vllm_hydra.config.command_line import check_optional_choices, run_hydra_app
 from vllm_hydra.config.errors import exit_on_config_error
+from vllm_hydra.config.provenance import config_provenance, describe_provenance, provenance_dict
 from vllm_hydra.config.resolved import resolved_config_yaml
 from vllm_hydra.config.store import register_configs
 from vllm_hydra.entrypoints.dry_run import dry_run_report
@@ -48,11 +49,14 @@ def run(cfg: DictConfig) -> None:
     except PluginLoadError as e:
         print(f"Plugin error: {e}", file=sys.stderr)
         sys.exit(EXIT_STARTUP_FAILURE)
-    resolved = resolved_config_yaml(config)
-    _save_resolved(resolved)
+    origins = config_provenance(cfg, config)
+    _save_resolved(resolved_config_yaml(config, provenance_dict(origins)))
     if cfg.dry_run:
-        sys.stdout.write(dry_run_report(config, resolved))
+        sys.stdout.write(dry_run_report(config, resolved_config_yaml(config), origins))
         return
+    logger.info(
+        "Non-default config values (and where each came from):\n%s", describe_provenance(origins)
+    )
     check_supported(config)
     from vllm_hydra.engine.exceptions import EngineStartupError
     from vllm_hydra.entrypoints.api_server import run_server

@@ -7,6 +7,7 @@ config.json and the machine, and runs every validation rule before any weight is
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Callable, Iterable
@@ -16,7 +17,7 @@ from typing import Any
 
 import psutil
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import InterpolationResolutionError
+from omegaconf.errors import InterpolationResolutionError, ValidationError
 
 from vllm_hydra.config.attention import AttentionBackendName
 from vllm_hydra.config.cache import (
@@ -121,12 +122,20 @@ def _to_sections(cfg: DictConfig | EngineSections) -> EngineSections:
         return cfg
     if "hydra" in cfg:  # a config composed with return_hydra_config=True
         cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-    root = OmegaConf.get_type(cfg) or ServeConfig
+    root = OmegaConf.get_type(cfg)
+    if not dataclasses.is_dataclass(root):  # a plain YAML, e.g. a run dir's .hydra/config.yaml
+        root = ServeConfig
     _raise_if(composed_key_problems(root, cfg))
     try:
+        if not dataclasses.is_dataclass(OmegaConf.get_type(cfg)):
+            from vllm_hydra.config.store import schema_node
+
+            cfg = OmegaConf.merge(schema_node(ServeConfig), cfg)
         return OmegaConf.to_object(cfg)  # type: ignore[return-value]
     except InterpolationResolutionError as e:
         raise ConfigError(_interpolation_message(e)) from e
+    except ValidationError as e:  # a value of the wrong type in a plain YAML
+        raise ConfigError(f"{e.full_key}: {e.msg.splitlines()[0]}") from e
 
 
 def _interpolation_message(e: InterpolationResolutionError) -> str:
