@@ -22,14 +22,6 @@ def run_dir(tmp_path: Path) -> Path:
     return tmp_path / "run"
 
 
-def test_unknown_key_fails_at_compose_time(run_dir: Path) -> None:
-    result = serve("parallel.tpp=4", run_dir=run_dir)
-    assert result.returncode == 1
-    assert "parallel.tpp is not a config key" in result.stderr
-    assert "Did you mean parallel.tp or parallel.pp?" in result.stderr
-    assert "Traceback" not in result.stderr
-
-
 def test_wrong_type_fails_at_compose_time(run_dir: Path) -> None:
     result = serve("cache.block_size=abc", run_dir=run_dir)
     assert result.returncode == 1

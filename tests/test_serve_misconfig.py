@@ -71,6 +71,49 @@ CASES: list[tuple[str, list[str], int, list[str]]] = [
         ["4 config errors", "parallel.tp=3", "parallel.pp=8", "block_size=24", "max_num_seqs=0"],
     ),
     ("bad override grammar", ["a=1 b=2"], 1, ["not a valid override"]),
+    (
+        "24 GiB GPU plan reserves context, non-torch, graphs",
+        ["device=cuda", "model=llama3", "device.memory_gib=24"],
+        0,
+        ["CUDA context (reserve)", "non-torch allocations", "of which 16.00 GiB not KV cache"],
+    ),
+    (
+        "a GPU too small once the reserves are counted",
+        ["device=cuda", "model=llama3", "device.memory_gib=16"],
+        2,
+        ["No memory left for the KV cache", "reserves 0.75 GiB", "= 16.00 GiB per device"],
+    ),
+    (
+        "max_model_len=auto",
+        ["model.max_model_len=auto", "cache.kv_cache_memory_gib=1MiB"],
+        0,
+        ["max_model_len           496", "auto: the KV cache holds 496 tokens"],
+    ),
+    (
+        "a size that is not one",
+        ["model.max_model_len=32kb", "cache.kv_cache_memory_gib=4parsecs"],
+        2,
+        ["2 config errors", "model.max_model_len='32kb' is not a token count", "=512MiB"],
+    ),
+    (
+        "a bad chat template",
+        ["model.chat_template='{% for m in messages %}'"],
+        2,
+        ["model.chat_template=", "is not a valid Jinja template"],
+    ),
+    ("help", ["--help"], 0, ["Config groups", "cache.kv_cache_memory_gib: size = null"]),
+    (
+        "a dry-run multirun with an invalid job",
+        ["-m", "model=llama3", "device=cuda", "parallel.tp=3,4"],
+        2,
+        ["2 jobs, 1 invalid", "| 1 | parallel.tp=4 | yes |", "parallel.tp=3 does not divide"],
+    ),
+    (
+        "a real multirun",
+        ["-m", "dry_run=false", "scheduler.max_num_seqs=8,16"],
+        2,
+        ["serve.py -m without dry_run=true", "scripts/bench.py -m"],
+    ),
 ]
 
 
@@ -93,7 +136,8 @@ def busy_port() -> Iterator[int]:
 
 
 def serve(args: list[str], run_dir: Path) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "serve.py", *args, f"hydra.run.dir={run_dir}"]
+    dirs = [f"hydra.run.dir={run_dir}", f"hydra.sweep.dir={run_dir}"]
+    cmd = [sys.executable, "serve.py", *args, *dirs]
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=180)
 
 
@@ -103,10 +147,9 @@ def serve(args: list[str], run_dir: Path) -> subprocess.CompletedProcess[str]:
 def test_dry_run_misconfiguration(
     overrides: list[str], status: int, words: list[str], awq_checkpoint: Path, tmp_path: Path
 ) -> None:
-    args = [
-        "dry_run=true",
-        *(o.format(awq=awq_checkpoint) if "{awq}" in o else o for o in overrides),
-    ]
+    args = [o.format(awq=awq_checkpoint) if "{awq}" in o else o for o in overrides]
+    if not any(a.startswith("dry_run=") for a in args):
+        args.append("dry_run=true")
     result = serve(args, tmp_path / "run")
     output = result.stdout + result.stderr
     assert result.returncode == status, output

@@ -1,4 +1,5 @@
-"""`serve.py -m`: a dry-run sweep runs every job and prints a table; a real multirun is refused."""
+"""`serve.py -m dry_run=true`: every job runs, each writes its report and row, and a table ends
+the sweep (the refusal of a real multirun is a case of tests/test_serve_misconfig.py)."""
 
 from __future__ import annotations
 
@@ -32,13 +33,6 @@ def test_a_dry_run_sweep_runs_past_an_invalid_job(tmp_path: Path) -> None:
     assert (sweep / "dry_run_table.md").read_text() in result.stdout
     assert "| 1 | parallel.tp=4 | yes | 8192 |" in result.stdout
     assert "Traceback" not in output
-
-
-def test_a_real_multirun_is_refused(tmp_path: Path) -> None:
-    result = serve("scheduler.max_num_seqs=8,16", f"hydra.sweep.dir={tmp_path / 'sweep'}")
-    assert result.returncode == 2
-    assert "serve.py -m without dry_run=true" in result.stderr
-    assert "scripts/bench.py -m" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_the_table_shows_what_varies() -> None:

@@ -67,7 +67,8 @@ def print_help(argv: list[str]) -> None:
 
     index = next(i for i, a in enumerate(argv) if a in ("--help", "-h"))
     following = argv[index + 1 : index + 2]
-    section = following[0] if following and not following[0].startswith("-") else None
+    named = following and not following[0].startswith("-") and "=" not in following[0]
+    section = following[0] if named else None
     try:
         sys.stdout.write(help_page(section))
     except KeyError as e:
