@@ -2,10 +2,12 @@
 the command line, the environment, or `create_vllm_config` (with the reason).
 
 vLLM logs its non-default arguments at start-up; NIM tracks the layer each value came from.
-Hydra merges its layers into one config and keeps no record, so this composes the layers again
-(the run's group options alone, then with its profile, then with `local`) and attributes each
-value to the last layer that changed it. Only values that differ from the schema default are
-listed; a secret's value is never shown.
+Hydra merges its layers into one config and keeps no record, so this reads the run's files
+again from Hydra's config repository (the primary config, each group option, then the profile
+and `local`), and gives each value the last source that set it, in Hydra's merge order: a file,
+then the environment (an `${oc.env:...}` interpolation), then the command line. A value
+`create_vllm_config` changed is `derived`, with its reason. Only values that differ from the
+schema default are listed; a secret's value is never shown.
 """
 
 from __future__ import annotations
@@ -146,14 +148,14 @@ def config_provenance(cfg: DictConfig, config: VllmConfig) -> list[Origin]:
 
 def _source(key: str, raw: Any, keys: set[str], groups: set[str], layers: _Layers) -> str:
     """The last layer that set `key`: the command line, the environment, a file, else default."""
-    if _set_on_command_line(key, keys):
+    if _covers(key, keys):
         return "command line"
     env = _env_name(raw)
     if env is not None:
         return f"environment ({env})"
     source = None
     for name, file_keys in layers.files:
-        if _set_on_command_line(key, file_keys):
+        if _covers(key, file_keys):
             source = name
     if source is None:
         return "default"
@@ -165,7 +167,7 @@ def _source(key: str, raw: Any, keys: set[str], groups: set[str], layers: _Layer
     return source
 
 
-def _set_on_command_line(key: str, keys: set[str]) -> bool:
+def _covers(key: str, keys: set[str]) -> bool:
     """`key` or a section above it is among `keys`."""
     return any(key == k or key.startswith(f"{k}.") for k in keys)
 
