@@ -27,7 +27,7 @@ def asset_path(name: str) -> str:
     return str(ASSETS_DIR / name)
 
 
-def schema_node(node_type: type) -> DictConfig:
+def _schema(node_type: type) -> DictConfig:
     """A structured config of a frozen dataclass with its read-only flags lifted.
 
     The dataclasses are frozen so that engine code cannot mutate a built config; Hydra still
@@ -36,6 +36,11 @@ def schema_node(node_type: type) -> DictConfig:
     node = OmegaConf.structured(node_type)
     _clear_readonly(node)
     return node
+
+
+def schema_node(node_type: type) -> DictConfig:
+    """A writable structured config of `node_type` (to merge a plain YAML onto its schema)."""
+    return _schema(node_type)
 
 
 def _clear_readonly(node: Any) -> None:
@@ -50,11 +55,11 @@ def register_configs() -> None:
     if not OmegaConf.has_resolver("asset"):
         OmegaConf.register_new_resolver("asset", asset_path)
     cs = ConfigStore.instance()
-    cs.store(name="serve_schema", node=schema_node(ServeConfig))
-    cs.store(name="bench_schema", node=schema_node(BenchAppConfig))
-    cs.store(group="schema", name="bench", node=schema_node(BenchConfig))
+    cs.store(name="serve_schema", node=_schema(ServeConfig))
+    cs.store(name="bench_schema", node=_schema(BenchAppConfig))
+    cs.store(group="schema", name="bench", node=_schema(BenchConfig))
     for section, field in EngineSections.__dataclass_fields__.items():
-        cs.store(group="schema", name=section, node=schema_node(field.default_factory))  # type: ignore[misc]
+        cs.store(group="schema", name=section, node=_schema(field.default_factory))  # type: ignore[misc]
 
 
 register_configs()
