@@ -5,6 +5,7 @@ python serve.py model=llama3 parallel.tp=4       # another composition
 python serve.py profile=h100-llama3-8b           # a committed deployment profile
 python serve.py dry_run=true model=llama3        # validate and plan memory, load nothing
 python serve.py --cfg job                        # print the composed config
+python serve.py -m dry_run=true parallel.tp=1,2,4 model=llama3 device=cuda   # a table of plans
 """
 
 from __future__ import annotations
@@ -16,14 +17,27 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from vllm_hydra.config import ServeConfig, VllmConfig, check_supported, create_vllm_config
 from vllm_hydra.config.command_line import check_optional_choices, run_hydra_app
-from vllm_hydra.config.errors import exit_on_config_error
+from vllm_hydra.config.errors import ConfigError, exit_on_config_error
+from vllm_hydra.config.provenance import (
+    Origin,
+    config_provenance,
+    describe_provenance,
+    provenance_dict,
+)
 from vllm_hydra.config.resolved import resolved_config_yaml
 from vllm_hydra.config.store import register_configs
 from vllm_hydra.entrypoints.dry_run import dry_run_report
+from vllm_hydra.entrypoints.dry_run_sweep import (
+    invalid_row,
+    plan_row,
+    refuse_real_multirun,
+    write_job,
+)
 from vllm_hydra.plugins import PluginLoadError
 
 logger = logging.getLogger("vllm_hydra.serve")
@@ -35,24 +49,42 @@ EXIT_STARTUP_FAILURE = 3
 register_configs()
 
 
+def _output_dir() -> Path:
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
 def _save_resolved(yaml_text: str) -> None:
     """Write the resolved config beside Hydra's own, so a run can be reproduced exactly."""
-    output_dir = Path(HydraConfig.get().runtime.output_dir)
-    (output_dir / "resolved_config.yaml").write_text(yaml_text)
+    (_output_dir() / "resolved_config.yaml").write_text(yaml_text)
+
+
+def _configure(cfg: DictConfig) -> tuple[VllmConfig, list[Origin]]:
+    """Validate and resolve; the run dir gets the resolved config with its provenance."""
+    check_optional_choices()
+    config: VllmConfig = create_vllm_config(cfg, dry_run=bool(cfg.dry_run))
+    origins = config_provenance(cfg, config)
+    _save_resolved(resolved_config_yaml(config, provenance_dict(origins)))
+    return config, origins
+
+
+def _report(config: VllmConfig, origins: list[Origin]) -> str:
+    return dry_run_report(config, resolved_config_yaml(config), origins)
 
 
 def run(cfg: DictConfig) -> None:
-    check_optional_choices()
+    if HydraConfig.get().mode is RunMode.MULTIRUN:
+        return run_sweep_job(cfg)
     try:
-        config: VllmConfig = create_vllm_config(cfg, dry_run=bool(cfg.dry_run))
+        config, origins = _configure(cfg)
     except PluginLoadError as e:
         print(f"Plugin error: {e}", file=sys.stderr)
         sys.exit(EXIT_STARTUP_FAILURE)
-    resolved = resolved_config_yaml(config)
-    _save_resolved(resolved)
     if cfg.dry_run:
-        sys.stdout.write(dry_run_report(config, resolved))
+        sys.stdout.write(_report(config, origins))
         return
+    logger.info(
+        "Non-default config values (and where each came from):\n%s", describe_provenance(origins)
+    )
     check_supported(config)
     from vllm_hydra.engine.exceptions import EngineStartupError
     from vllm_hydra.entrypoints.api_server import run_server
@@ -63,6 +95,24 @@ def run(cfg: DictConfig) -> None:
         print(f"Engine start-up failed: {e}", file=sys.stderr)
         sys.exit(EXIT_STARTUP_FAILURE)
     _exit_now(exit_code)
+
+
+def run_sweep_job(cfg: DictConfig) -> None:
+    """One job of `serve.py -m`: a dry run whose report and row go to the job's directory
+    (the sweep's table comes at its end, DryRunSweepTable); a real multirun is refused."""
+    if not cfg.dry_run:
+        raise refuse_real_multirun()
+    job = HydraConfig.get().job
+    overrides = list(HydraConfig.get().overrides.task)
+    try:
+        config, origins = _configure(cfg)
+    except (ConfigError, PluginLoadError) as e:
+        row, report = invalid_row(job.num, overrides, e), f"Config error: {e}\n"
+    else:
+        row, report = plan_row(job.num, overrides, config), _report(config, origins)
+    write_job(_output_dir(), row, report)
+    status = "ok" if row["valid"] else "INVALID"
+    print(f"  job {job.num}: {status}  ({_output_dir() / 'dry_run.txt'})")
 
 
 def _exit_now(exit_code: int) -> None:

@@ -16,9 +16,11 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "vllm_hydra" / "assets" / "tiny-llama"
 
-# (id, overrides, exit status, words in the output). `{awq}` is a checkpoint directory whose
-# config.json declares a quantization_config the engine lacks (HQQ); `{port}` a port another
-# socket listens on.
+# (id, overrides, exit status, words in the output; "!word": a word that must not appear).
+# `{awq}` is a checkpoint directory whose config.json declares a quantization_config the engine
+# lacks (HQQ). The busy port, the run dir that reproduces a run (tests/config/test_provenance.py)
+# and the key in a real start's files (tests/entrypoints/openai/test_serve_startup.py) need
+# more than one command and have their own tests.
 CASES: list[tuple[str, list[str], int, list[str]]] = [
     ("mistyped profile", ["profile=h100-llama3"], 1, ["profile/h100-llama3", "h100-llama3-8b"]),
     ("missing local", ["local=nonexistent"], 2, ["local=nonexistent", "no such option"]),
@@ -71,6 +73,55 @@ CASES: list[tuple[str, list[str], int, list[str]]] = [
         ["4 config errors", "parallel.tp=3", "parallel.pp=8", "block_size=24", "max_num_seqs=0"],
     ),
     ("bad override grammar", ["a=1 b=2"], 1, ["not a valid override"]),
+    (
+        "24 GiB GPU plan reserves context, non-torch, graphs",
+        ["device=cuda", "model=llama3", "device.memory_gib=24"],
+        0,
+        ["CUDA context (reserve)", "non-torch allocations", "of which 16.00 GiB not KV cache"],
+    ),
+    (
+        "a GPU too small once the reserves are counted",
+        ["device=cuda", "model=llama3", "device.memory_gib=16"],
+        2,
+        ["No memory left for the KV cache", "reserves 0.75 GiB", "= 16.00 GiB per device"],
+    ),
+    (
+        "max_model_len=auto",
+        ["model.max_model_len=auto", "cache.kv_cache_memory_gib=1MiB"],
+        0,
+        ["max_model_len           496", "auto: the KV cache holds 496 tokens"],
+    ),
+    (
+        "a size that is not one",
+        ["model.max_model_len=32kb", "cache.kv_cache_memory_gib=4parsecs"],
+        2,
+        ["2 config errors", "model.max_model_len='32kb' is not a token count", "=512MiB"],
+    ),
+    (
+        "a bad chat template",
+        ["model.chat_template='{% for m in messages %}'"],
+        2,
+        ["model.chat_template=", "is not a valid Jinja template"],
+    ),
+    (
+        "an API key on the command line",
+        ["server.api_key=misconfig-secret-key"],
+        0,
+        ["api_key: '***'", "server.api_key=***", "!misconfig-secret-key"],
+    ),
+    ("help", ["--help"], 0, ["Config groups", "cache.kv_cache_memory_gib: size = null"]),
+    (
+        "a dry-run multirun with an invalid job",
+        ["-m", "model=llama3", "device=cuda", "parallel.tp=3,4"],
+        2,
+        ["2 jobs, 1 invalid", "| 1 | parallel.tp=4 | yes |", "parallel.tp=3 does not divide"],
+    ),
+    (
+        "a real multirun",
+        ["-m", "dry_run=false", "scheduler.max_num_seqs=8,16"],
+        2,
+        ["serve.py -m without dry_run=true", "scripts/bench.py -m"],
+    ),
 ]
 
 
@@ -93,7 +144,8 @@ def busy_port() -> Iterator[int]:
 
 
 def serve(args: list[str], run_dir: Path) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "serve.py", *args, f"hydra.run.dir={run_dir}"]
+    dirs = [f"hydra.run.dir={run_dir}", f"hydra.sweep.dir={run_dir}"]
+    cmd = [sys.executable, "serve.py", *args, *dirs]
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=180)
 
 
@@ -103,15 +155,17 @@ def serve(args: list[str], run_dir: Path) -> subprocess.CompletedProcess[str]:
 def test_dry_run_misconfiguration(
     overrides: list[str], status: int, words: list[str], awq_checkpoint: Path, tmp_path: Path
 ) -> None:
-    args = [
-        "dry_run=true",
-        *(o.format(awq=awq_checkpoint) if "{awq}" in o else o for o in overrides),
-    ]
+    args = [o.format(awq=awq_checkpoint) if "{awq}" in o else o for o in overrides]
+    if not any(a.startswith("dry_run=") for a in args):
+        args.append("dry_run=true")
     result = serve(args, tmp_path / "run")
     output = result.stdout + result.stderr
     assert result.returncode == status, output
     for word in words:
-        assert word in output
+        if word.startswith("!"):  # must not appear anywhere
+            assert word[1:] not in output
+        else:
+            assert word in output
     assert "Traceback" not in output
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
+from vllm_hydra.config.chat_template import load_chat_template
 from vllm_hydra.config.errors import ConfigError
 from vllm_hydra.config.model_files import resolve_model_dir
 from vllm_hydra.config.vllm import VllmConfig
@@ -23,8 +24,11 @@ def get_tokenizer(config: VllmConfig) -> PreTrainedTokenizerBase | None:
         )
     directory = resolve_model_dir(source, model.revision, config.load.download_dir)
     try:
-        return AutoTokenizer.from_pretrained(
+        tokenizer = AutoTokenizer.from_pretrained(
             str(directory or source), trust_remote_code=model.trust_remote_code
         )
     except (OSError, ValueError) as e:
         raise ConfigError(f"model.tokenizer: cannot load a tokenizer from {source}: {e}") from e
+    if model.chat_template is not None:  # checked by create_vllm_config
+        tokenizer.chat_template = load_chat_template(model.chat_template)
+    return tokenizer

@@ -15,7 +15,7 @@ def test_llama3_8b_across_four_gpus() -> None:
     assert plan.kv_bytes_per_block == 16 * 32_768
     assert plan.weight_bytes == 8_030_261_248 * 2 // 4
     assert plan.assumed_device_memory and plan.device_memory_bytes == 80 * GIB
-    budget = int(80 * GIB * 0.9) - plan.weight_bytes - plan.activation_bytes
+    budget = int(80 * GIB * 0.9) - plan.weight_bytes - plan.activation_bytes - plan.reserves.total
     assert plan.kv_budget_bytes == budget
     assert plan.num_blocks == budget // plan.kv_bytes_per_block
     assert plan.max_concurrency == (plan.num_blocks - 1) / (8192 / 16)  # less the null block

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 
 class CacheDType(Enum):
@@ -31,7 +32,8 @@ class CacheConfig:
     # An explicit KV cache size in GiB per device (per rank: every dp engine has its own).
     # Skips the utilization-based sizing; the CPU default is DEFAULT_CPU_KV_CACHE_GIB, less when
     # the host's ranks (tp x pp x dp) would take over a quarter of its memory together.
-    kv_cache_memory_gib: float | None = None
+    # Takes a number in GiB or a size with its unit: 512MiB, 4GiB, 4GB.
+    kv_cache_memory_gib: Any = None
     cache_dtype: CacheDType = CacheDType.auto
     enable_prefix_caching: bool = True
     # Use exactly this many KV blocks instead of sizing from memory.

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vllm_hydra.config.attention import AttentionBackendName
+from vllm_hydra.config.chat_template import check_chat_template
 from vllm_hydra.config.compilation import CompilationMode
 from vllm_hydra.config.device import DeviceType
 from vllm_hydra.config.load import LoadFormat
@@ -25,6 +26,7 @@ from vllm_hydra.config.memory_plan import GIB, MemoryPlan
 from vllm_hydra.config.model_files import looks_like_hub_id, resolve_model_dir, weight_files
 from vllm_hydra.config.parallel import DistributedBackend
 from vllm_hydra.config.quantization import check_group_split, checkpoint_group_size
+from vllm_hydra.config.sizes import MAX_MODEL_LEN_AUTO
 from vllm_hydra.config.speculative import SpeculativeMethod
 from vllm_hydra.config.structured_outputs import check_structured_outputs
 from vllm_hydra.config.vllm import EngineSections, VllmConfig
@@ -65,10 +67,14 @@ def _port(key: str, value: int | None, low: int) -> list[str]:
 # ---- single fields (run on the raw sections, before anything is derived) ----
 
 
+def _unless_auto(max_model_len: int | None) -> int | None:
+    return None if max_model_len == MAX_MODEL_LEN_AUTO else max_model_len
+
+
 def check_field_ranges(s: EngineSections) -> list[str]:
     m, c, p, sc, sv = s.model, s.cache, s.parallel, s.scheduler, s.server
     return [
-        *_at_least("model.max_model_len", m.max_model_len, 1),
+        *_at_least("model.max_model_len", _unless_auto(m.max_model_len), 1, " or auto"),
         *_at_least("model.seed", m.seed, 0),
         *_above("cache.memory_utilization", c.memory_utilization, 0, 1),
         *_above("cache.kv_cache_memory_gib", c.kv_cache_memory_gib, 0),
@@ -572,14 +578,7 @@ def check_kv_cache_fits(c: VllmConfig, plan: MemoryPlan) -> list[str]:
     if plan.usable_blocks >= plan.blocks_per_request:
         return []
     if plan.kv_budget_bytes <= 0:
-        used = plan.weight_bytes + plan.activation_bytes
-        return [
-            f"No memory left for the KV cache: weights and activations need {used / GIB:.2f} "
-            f"GiB per device, more than cache.memory_utilization={c.cache.memory_utilization} "
-            f"x {(plan.device_memory_bytes or 0) / GIB:.2f} GiB. Raise "
-            f"cache.memory_utilization, use a larger parallel.tp, or set "
-            f"cache.kv_cache_memory_gib."
-        ]
+        return [_no_kv_memory(c, plan)]
     fit_len = plan.kv_cache_tokens
     needed_gib = plan.blocks_per_request * plan.kv_bytes_per_block / GIB
     return [
@@ -589,6 +588,23 @@ def check_kv_cache_fits(c: VllmConfig, plan: MemoryPlan) -> list[str]:
         f"{needed_gib:.3f} GiB). {_kv_fix(plan, needed_gib)}, or model.max_model_len<={fit_len} "
         f"(the largest that fits)."
     ]
+
+
+def _no_kv_memory(c: VllmConfig, plan: MemoryPlan) -> str:
+    r = plan.reserves
+    parts = f"weights {_gib(plan.weight_bytes)} + activations {_gib(plan.activation_bytes)}"
+    if r.total:
+        parts += f" + reserves {_gib(r.total)} (CUDA context, non-torch, graph pool)"
+    return (
+        f"No memory left for the KV cache: {parts} = {_gib(plan.non_kv_bytes)} per device, "
+        f"more than cache.memory_utilization={c.cache.memory_utilization} x "
+        f"{_gib(plan.device_memory_bytes or 0)}. Use a larger parallel.tp (or pp), a quantized "
+        f"model, a larger GPU, or raise cache.memory_utilization (at most 0.95)."
+    )
+
+
+def _gib(num_bytes: int) -> str:
+    return f"{num_bytes / GIB:.2f} GiB"
 
 
 def _kv_fix(plan: MemoryPlan, needed_gib: float) -> str:
@@ -646,6 +662,7 @@ CONFIG_RULES: tuple[Callable[[VllmConfig], list[str]], ...] = (
     check_speculative,
     check_trust_remote_code,
     check_structured_outputs,
+    check_chat_template,
 )
 
 # Rules that depend on the machine (skipped or relaxed for dry runs).

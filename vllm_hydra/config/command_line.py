@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from vllm_hydra.config.errors import ConfigError
 from vllm_hydra.config.schema_keys import override_problems
 from vllm_hydra.config.secrets import redact_text
+from vllm_hydra.config.vllm import ServeConfig
 
 # Optional config groups whose default option may be absent (your own gitignored settings);
 # any other option named on the command line must exist.
@@ -56,6 +57,25 @@ def check_optional_choices() -> None:
             )
 
 
+def _asks_for_help(argv: list[str]) -> bool:
+    return any(a in ("--help", "-h") for a in argv)
+
+
+def print_help(argv: list[str]) -> None:
+    """serve.py's own page (config/help.py); `--help <section>` for one section."""
+    from vllm_hydra.config.help import help_page
+
+    index = next(i for i, a in enumerate(argv) if a in ("--help", "-h"))
+    following = argv[index + 1 : index + 2]
+    named = following and not following[0].startswith("-") and "=" not in following[0]
+    section = following[0] if named else None
+    try:
+        sys.stdout.write(help_page(section))
+    except KeyError as e:
+        print(e.args[0], file=sys.stderr)
+        sys.exit(1)
+
+
 @contextlib.contextmanager
 def redacted_stdout(enabled: bool) -> Iterator[None]:
     """Hydra's `--cfg` prints the config (resolved with --resolve); print it redacted."""
@@ -74,6 +94,9 @@ def run_hydra_app(root: type, argv: list[str], main: Callable[[], None]) -> None
     """The checks that come before Hydra composes, then the app itself."""
     from vllm_hydra.config.errors import EXIT_COMPOSE_ERROR, exit_on_config_error
 
+    if root is ServeConfig and _asks_for_help(argv):
+        print_help(argv)
+        return
     exit_on_config_error(lambda: check_command_line(root, argv), status=EXIT_COMPOSE_ERROR)
     _, prints_config = parse_command_line(argv)
     with redacted_stdout(prints_config):

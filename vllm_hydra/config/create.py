@@ -7,6 +7,7 @@ config.json and the machine, and runs every validation rule before any weight is
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Callable, Iterable
@@ -16,7 +17,7 @@ from typing import Any
 
 import psutil
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import InterpolationResolutionError
+from omegaconf.errors import InterpolationResolutionError, ValidationError
 
 from vllm_hydra.config.attention import AttentionBackendName
 from vllm_hydra.config.cache import (
@@ -38,6 +39,11 @@ from vllm_hydra.config.compilation import CompilationConfig, CompilationMode
 from vllm_hydra.config.device import DeviceConfig, DeviceType
 from vllm_hydra.config.dtype import resolve_dtype
 from vllm_hydra.config.errors import ConfigError
+from vllm_hydra.config.max_model_len import (
+    auto_fit_max_model_len,
+    initial_max_model_len,
+    is_auto,
+)
 from vllm_hydra.config.memory_plan import GIB, plan_memory
 from vllm_hydra.config.model import ModelConfig
 from vllm_hydra.config.model_arch import (
@@ -53,6 +59,7 @@ from vllm_hydra.config.parallel import DistributedBackend, ParallelConfig
 from vllm_hydra.config.quantization import QuantizationMethod, resolve_quantization
 from vllm_hydra.config.scheduler import DEFAULT_MAX_NUM_BATCHED_TOKENS, SchedulerConfig
 from vllm_hydra.config.schema_keys import composed_key_problems
+from vllm_hydra.config.sizes import parse_sizes
 from vllm_hydra.config.vllm import EngineSections, ServeConfig, VllmConfig
 
 logger = logging.getLogger(__name__)
@@ -72,12 +79,15 @@ def create_vllm_config(
     sections = _to_sections(cfg)
     if dry_run is None:
         dry_run = isinstance(sections, ServeConfig) and sections.dry_run
-    problems = check_field_ranges(sections)
+    sections, problems = parse_sizes(sections)
+    problems += check_field_ranges(sections)
     ctx = _machine_context(dry_run)
     try:
         config = _resolve(sections, ctx)
     except ConfigError as e:
         raise ConfigError(problems + e.problems) from e
+    if is_auto(sections.model.max_model_len) and not problems:
+        config = auto_fit_max_model_len(config, sections.scheduler, _resolve_scheduler)
     # A field already out of range (tp=0, max_num_seqs=0) can make a later rule divide by
     # zero; its own message stands, and the rest are still reported in this one pass.
     tolerate = bool(problems)
@@ -112,12 +122,20 @@ def _to_sections(cfg: DictConfig | EngineSections) -> EngineSections:
         return cfg
     if "hydra" in cfg:  # a config composed with return_hydra_config=True
         cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-    root = OmegaConf.get_type(cfg) or ServeConfig
+    root = OmegaConf.get_type(cfg)
+    if not dataclasses.is_dataclass(root):  # a plain YAML, e.g. a run dir's .hydra/config.yaml
+        root = ServeConfig
     _raise_if(composed_key_problems(root, cfg))
     try:
+        if not dataclasses.is_dataclass(OmegaConf.get_type(cfg)):
+            from vllm_hydra.config.store import schema_node
+
+            cfg = OmegaConf.merge(schema_node(ServeConfig), cfg)
         return OmegaConf.to_object(cfg)  # type: ignore[return-value]
     except InterpolationResolutionError as e:
         raise ConfigError(_interpolation_message(e)) from e
+    except ValidationError as e:  # a value of the wrong type in a plain YAML
+        raise ConfigError(f"{e.full_key}: {e.msg.splitlines()[0]}") from e
 
 
 def _interpolation_message(e: InterpolationResolutionError) -> str:
@@ -147,11 +165,12 @@ def _resolve(s: EngineSections, ctx: CheckContext) -> VllmConfig:
     device = _resolve_device(s.device, ctx)
     dtype, dtype_reason = resolve_dtype(s.model.dtype, arch.checkpoint_dtype, device.type)
     method = resolve_quantization(s.model.quantization, arch.quantization_config, arch.source)
+    max_model_len, max_model_len_reason = initial_max_model_len(s.model.max_model_len, arch)
     model = replace(
         s.model,
         quantization=None if method is None else QuantizationMethod[method],
         dtype=dtype,
-        max_model_len=s.model.max_model_len or arch.max_model_len_limit,
+        max_model_len=max_model_len,
     )
     return VllmConfig(
         model=model,
@@ -170,6 +189,7 @@ def _resolve(s: EngineSections, ctx: CheckContext) -> VllmConfig:
         model_arch=arch,
         model_dir=str(model_dir) if model_dir else None,
         dtype_reason=dtype_reason,
+        max_model_len_reason=max_model_len_reason,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 
 class DeviceType(Enum):
@@ -19,4 +20,5 @@ class DeviceConfig:
     # Memory per device to plan with, in GiB. Unset: the real device's total memory (CUDA), or,
     # for a dry run that targets an absent GPU, 80 GiB (an H100). A real run may not exceed the
     # device's memory.
-    memory_gib: float | None = None
+    # Takes a number in GiB or a size with its unit (24GiB).
+    memory_gib: Any = None

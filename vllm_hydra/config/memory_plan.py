@@ -8,10 +8,11 @@ so a dry run and the "one request must fit" check need no weights and no device.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from vllm_hydra.config.device import DeviceType
+from vllm_hydra.config.device_memory import Reserves, reserves
 from vllm_hydra.config.quantization import checkpoint_group_size, checkpoint_weight_bits
 
 if TYPE_CHECKING:
@@ -39,6 +40,14 @@ class MemoryPlan:
     # Data-parallel engines: each has its own weights and its own KV cache of this plan's size
     # (cache.kv_cache_memory_gib and num_blocks_override are per engine, per rank).
     dp: int = 1
+    # CUDA only: the context, non-torch allocations and the graph pool (config/device_memory.py).
+    reserves: Reserves = field(default_factory=Reserves)
+    memory_utilization: float | None = None
+
+    @property
+    def non_kv_bytes(self) -> int:
+        """Everything but the KV cache: weights, activations and the reserves."""
+        return self.weight_bytes + self.activation_bytes + self.reserves.total
 
     @property
     def kv_bytes_per_block(self) -> int:
@@ -67,6 +76,7 @@ class MemoryPlan:
             ("device", self._device_text()),
             ("weights per rank", _gib(self.weight_bytes)),
             ("activations per rank (estimate)", _gib(self.activation_bytes)),
+            *self._reserve_rows(),
             ("KV cache per token", f"{self.kv_bytes_per_token:,} B"),
             (f"KV cache per block ({self.block_size} tokens)", f"{self.kv_bytes_per_block:,} B"),
             (f"KV cache budget ({self.budget_key})", _gib(self.kv_budget_bytes)),
@@ -88,6 +98,20 @@ class MemoryPlan:
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
 
+    def _reserve_rows(self) -> list[tuple[str, str]]:
+        if self.device is not DeviceType.cuda:
+            return []
+        rows = [(name, _gib(n)) for name, n in self.reserves.rows()]
+        if self.device_memory_bytes is not None and self.memory_utilization is not None:
+            share = int(self.device_memory_bytes * self.memory_utilization)
+            rows.append(
+                (
+                    f"engine share (cache.memory_utilization={self.memory_utilization})",
+                    f"{_gib(share)}, of which {_gib(self.non_kv_bytes)} not KV cache",
+                )
+            )
+        return rows
+
     def _device_text(self) -> str:
         if self.device_memory_bytes is None:
             return self.device.value
@@ -104,7 +128,8 @@ def plan_memory(config: VllmConfig) -> MemoryPlan:
     device = config.device.type
     weights, activations = weight_bytes_per_rank(config), activation_bytes_per_rank(config)
     device_bytes, assumed = _device_memory_bytes(config)
-    budget_key, budget = _kv_budget(config, device_bytes, weights + activations)
+    reserved = reserves(config)
+    budget_key, budget = _kv_budget(config, device_bytes, weights + activations + reserved.total)
     per_block = kv_bytes_per_token_per_rank(config) * config.cache.block_size
     num_blocks = config.cache.num_blocks_override or max(budget, 0) // per_block
     return MemoryPlan(
@@ -120,6 +145,8 @@ def plan_memory(config: VllmConfig) -> MemoryPlan:
         budget_key=budget_key,
         assumed_device_memory=assumed,
         dp=config.parallel.dp,
+        reserves=reserved,
+        memory_utilization=config.cache.memory_utilization,
     )
 
 

@@ -27,8 +27,10 @@ class ModelConfig:
     # Tokenizer directory or hub id; unset: path.
     tokenizer: str | None = None
     dtype: ModelDType = ModelDType.auto
-    # Unset: the model's limit from config.json (max_position_embeddings and kin).
-    max_model_len: int | None = None
+    # Tokens per request (prompt + output). Unset: the model's limit from config.json
+    # (max_position_embeddings and kin); `auto` (or -1): the largest length the KV cache holds,
+    # capped by that limit. Takes sizes: 32k (32,000), 32K (32,768). An int once resolved.
+    max_model_len: Any = None
     seed: int = 0
     # Hub revision (branch, tag or commit) of a hub id; meaningless for a local directory.
     revision: str | None = None
@@ -42,3 +44,6 @@ class ModelConfig:
     # unquantized checkpoint online; compressed-tensors / awq / gptq: the format the checkpoint
     # must declare. Resolved to the method that runs (null only for an unquantized model).
     quantization: QuantizationMethod | None = None
+    # A chat template for /v1/chat/completions, in place of the tokenizer's own (or for a
+    # checkpoint that has none): a path to a Jinja file, or the template itself inline.
+    chat_template: str | None = None

@@ -35,6 +35,10 @@ def _asdict(value: Any) -> Any:
     return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
 
 
-def resolved_config_yaml(config: VllmConfig) -> str:
-    """What the run dir keeps and a dry run prints: secrets redacted."""
-    return OmegaConf.to_yaml(OmegaConf.create(redact_dict(resolved_config_dict(config))))
+def resolved_config_yaml(config: VllmConfig, provenance: dict[str, str] | None = None) -> str:
+    """What the run dir keeps and a dry run prints: secrets redacted; with `provenance`, a last
+    section saying where each non-default value came from (config/provenance.py)."""
+    resolved = redact_dict(resolved_config_dict(config))
+    if provenance is not None:
+        resolved["provenance"] = provenance
+    return OmegaConf.to_yaml(OmegaConf.create(resolved))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -17,8 +18,9 @@ class ServerConfig:
     shutdown_timeout_s: float = 0.0
     # Requests waiting beyond this get 503; unset: no limit.
     max_queued_requests: int | None = None
-    # Larger request bodies get HTTP 413 before they are read; unset: no limit.
-    max_request_body_bytes: int | None = 33554432
+    # Larger request bodies get HTTP 413 before they are read; unset: no limit. Takes a size
+    # with its unit: 32MiB, 1GB.
+    max_request_body_bytes: Any = 33554432
     # After the engine dies: exit non-zero (for a supervisor to restart), or stay up answering
     # 503 until stopped (false: for an orchestrator that watches /health).
     exit_on_engine_death: bool = True

@@ -38,6 +38,11 @@ def _schema(node_type: type) -> DictConfig:
     return node
 
 
+def schema_node(node_type: type) -> DictConfig:
+    """A writable structured config of `node_type` (to merge a plain YAML onto its schema)."""
+    return _schema(node_type)
+
+
 def _clear_readonly(node: Any) -> None:
     node._set_flag("readonly", None)
     if OmegaConf.is_config(node):

@@ -62,6 +62,8 @@ class VllmConfig(EngineSections):
     model_dir: str | None = None
     # Why model.dtype resolved as it did (printed by the dry run).
     dtype_reason: str = ""
+    # Why model.max_model_len resolved as it did (unset, set, or auto-fitted to the KV cache).
+    max_model_len_reason: str = ""
 
     @property
     def arch(self) -> ModelArchConfig:

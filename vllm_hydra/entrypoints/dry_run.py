@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from vllm_hydra.config.memory_plan import plan_memory
+from vllm_hydra.config.provenance import Origin, describe_provenance
 from vllm_hydra.config.support import unsupported_features
 from vllm_hydra.config.vllm import VllmConfig
 
@@ -26,7 +27,8 @@ def derived_values(config: VllmConfig) -> list[tuple[str, str]]:
         ("kv cache dtype", config.cache.cache_dtype.value),
         (
             "max_model_len",
-            f"{config.model.max_model_len} (model limit: {arch.max_model_len_limit})",
+            f"{config.model.max_model_len} (model limit: {arch.max_model_len_limit})"
+            + (f"; {config.max_model_len_reason}" if config.max_model_len_reason else ""),
         ),
         ("max_num_batched_tokens", str(sched.max_num_batched_tokens)),
         (
@@ -46,14 +48,21 @@ def _devices_needed(config: VllmConfig) -> str:
     return f"{p.world_size * p.dp} {kind} (tp {p.tp} x pp {p.pp} x dp {p.dp})"
 
 
-def dry_run_report(config: VllmConfig, resolved_yaml: str) -> str:
-    """The full dry-run printout: resolved config, derived values, memory plan, refusals."""
+def dry_run_report(
+    config: VllmConfig, resolved_yaml: str, origins: list[Origin] | None = None
+) -> str:
+    """The full dry-run printout: resolved config, where the non-default values came from,
+    derived values, memory plan, refusals."""
     rows = derived_values(config)
     width = max(len(k) for k, _ in rows)
-    parts = [
-        "== resolved config ==",
-        resolved_yaml.rstrip(),
-        "",
+    parts = ["== resolved config ==", resolved_yaml.rstrip(), ""]
+    if origins is not None:
+        parts += [
+            "== non-default values (where each came from) ==",
+            describe_provenance(origins),
+            "",
+        ]
+    parts += [
         "== derived values ==",
         "\n".join(f"  {k:<{width}}  {v}" for k, v in rows),
         "",

@@ -7,6 +7,13 @@ import logging
 import torch
 
 from vllm_hydra.config.device import DeviceType
+from vllm_hydra.config.device_memory import (
+    DeviceMemory,
+    check_free_memory,
+    kv_budget_after_profiling,
+    planned_device_bytes,
+)
+from vllm_hydra.config.errors import ConfigError
 from vllm_hydra.config.memory_plan import GIB
 from vllm_hydra.config.vllm import VllmConfig
 from vllm_hydra.core.sched_output import SchedulerOutput
@@ -40,15 +47,28 @@ class Worker:
         self.distributed_init_method = distributed_init_method
         self.device = torch.device("cpu")
         self.model_runner: ModelRunner | None = None
+        # CUDA: device memory in use before this rank loaded anything (others' and its context).
+        self._baseline_used: int | None = None
 
     def init_device(self) -> None:
         if self.config.device.type is DeviceType.cuda:
             self.device = torch.device("cuda", self.local_rank)
             torch.cuda.set_device(self.device)
+            self._check_free_memory()
         # Every rank seeds alike, so tensor-parallel ranks sample the same tokens.
         torch.manual_seed(self.config.model.seed)
         self.init_distributed_environment()
         self.model_runner = ModelRunner(self.config, self.device)
+
+    def _check_free_memory(self) -> None:
+        """Before any weight loads: the engine's share of the GPU must be free (vLLM's
+        request_memory); the baseline also lets the profiling run measure non-torch growth."""
+        free, total = torch.cuda.mem_get_info(self.device)
+        self._baseline_used = total - free
+        memory = DeviceMemory(free, total, name=str(self.device))
+        problems = check_free_memory(self.config, memory)
+        if problems:
+            raise ConfigError(problems)
 
     def init_distributed_environment(self) -> None:
         """Join the engine's workers (gloo on CPU, nccl on CUDA) and build the tp/pp groups."""
@@ -68,8 +88,9 @@ class Worker:
         """Bytes this rank can give the KV cache.
 
         An explicit `cache.kv_cache_memory_gib` (the CPU default) is taken as it is. On CUDA
-        otherwise: a profiling forward over the full token budget measures the peak, and the
-        KV cache gets `memory_utilization` of the device minus that peak.
+        otherwise: a profiling forward over the full token budget measures the torch peak and
+        the non-torch growth, and the KV cache gets `memory_utilization` of the device less
+        those, the CUDA context and the graph pool (config/device_memory.py).
         """
         explicit = self.config.cache.kv_cache_memory_gib
         if explicit is not None or self.device.type != "cuda":
@@ -78,13 +99,17 @@ class Worker:
         torch.cuda.reset_peak_memory_stats(self.device)
         self._runner().profile_run()
         peak = torch.cuda.max_memory_allocated(self.device)
-        total = torch.cuda.get_device_properties(self.device).total_memory
-        planned = min(total, int((self.config.device.memory_gib or total / GIB) * GIB))
-        available = int(planned * (self.config.cache.memory_utilization or 0)) - peak
+        free, total = torch.cuda.mem_get_info(self.device)
+        baseline = total - free if self._baseline_used is None else self._baseline_used
+        grown = (total - free) - baseline
+        non_torch = max(grown - torch.cuda.memory_reserved(self.device), 0)
+        available = kv_budget_after_profiling(self.config, total, peak, non_torch)
         logger.info(
-            "Memory: %.2f GiB planned, peak %.2f GiB after profiling, %.2f GiB for the KV cache",
-            planned / GIB,
+            "Memory: %.2f GiB planned, torch peak %.2f GiB, non-torch %.2f GiB after "
+            "profiling, %.2f GiB for the KV cache",
+            planned_device_bytes(self.config, total) / GIB,
             peak / GIB,
+            non_torch / GIB,
             available / GIB,
         )
         return available

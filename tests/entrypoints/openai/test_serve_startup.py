@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+import yaml
 from safetensors.torch import load_file, save_file
 
 from tests.entrypoints.openai.conftest import MODEL
@@ -135,6 +136,15 @@ def test_api_key_is_written_nowhere_by_a_real_start(keyed_server: RemoteServer) 
     assert any(keyed_server.run_dir.rglob("*.yaml"))
     assert _files_holding(keyed_server.run_dir, KEY) == []
     assert KEY not in keyed_server.output()
+
+
+def test_a_real_start_logs_where_each_value_came_from(keyed_server: RemoteServer) -> None:
+    output = keyed_server.output()
+    assert "Non-default config values (and where each came from):" in output
+    assert re.search(r"server\.api_key=\*\*\* +command line", output)
+    assert re.search(r"scheduler\.max_num_seqs=1 +command line", output)
+    provenance = yaml.safe_load((keyed_server.run_dir / "resolved_config.yaml").read_text())
+    assert provenance["provenance"]["server.max_queued_requests"] == "command line"
 
 
 @pytest.mark.parametrize(
