@@ -64,7 +64,9 @@ class OpenAIServingChat(OpenAIServing):
 
     async def render(self, messages: list[ChatMessage], add_generation_prompt: bool) -> list[int]:
         """The messages through the model's chat template (in the tokenizer thread)."""
-        return await render_chat(self.async_tokenizer, messages, add_generation_prompt)
+        return await render_chat(
+            self.async_tokenizer, messages, add_generation_prompt, for_generation=True
+        )
 
     def _params(self, request: ChatCompletionRequest, token_ids: list[int]) -> SamplingParams:
         max_param = (

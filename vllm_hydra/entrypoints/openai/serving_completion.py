@@ -81,7 +81,7 @@ class OpenAIServingCompletion(OpenAIServing):
 
     async def _prepare(self, prompt: str | list[int], request: CompletionRequest) -> PreparedPrompt:
         if isinstance(prompt, str):
-            token_ids = await self.async_tokenizer.encode(prompt) if prompt else []
+            token_ids = await self.async_tokenizer.encode(prompt, param="prompt") if prompt else []
         else:
             token_ids = list(prompt)
         max_tokens = self.check_length(len(token_ids), request.max_tokens, "max_tokens")

@@ -14,7 +14,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from fastapi import Request
 
 from vllm_hydra.entrypoints.openai.async_tokenizer import AsyncTokenizer
-from vllm_hydra.entrypoints.openai.errors import BadRequestError, ServiceUnavailableError
+from vllm_hydra.entrypoints.openai.errors import (
+    BadRequestError,
+    OpenAIError,
+    ServiceUnavailableError,
+)
 from vllm_hydra.entrypoints.openai.protocol import ChatMessage, SamplingRequest, UsageInfo
 from vllm_hydra.entrypoints.openai.server_load import Admission, ServerLoad
 from vllm_hydra.entrypoints.openai.serving_models import OpenAIServingModels
@@ -147,12 +151,21 @@ class OpenAIServing:
 
 
 async def render_chat(
-    async_tokenizer: AsyncTokenizer, messages: list[ChatMessage], add_generation_prompt: bool
+    async_tokenizer: AsyncTokenizer,
+    messages: list[ChatMessage],
+    add_generation_prompt: bool,
+    for_generation: bool = False,
 ) -> list[int]:
-    """Chat messages through the model's chat template; a 400 naming `messages` if it fails."""
+    """Chat messages through the model's chat template; a 400 naming `messages` if it fails.
+    `for_generation`: messages that cannot fit max_model_len are refused before templating."""
     conversation = [{"role": m.role, "content": m.text()} for m in messages]
+    param = "messages" if for_generation else None
     try:
-        return await async_tokenizer.apply_chat_template(conversation, add_generation_prompt)
+        return await async_tokenizer.apply_chat_template(
+            conversation, add_generation_prompt, param=param
+        )
+    except OpenAIError:
+        raise
     except SamplingParamsError as e:
         raise BadRequestError(str(e), param="messages") from e
     except Exception as e:  # jinja's TemplateError: the messages do not fit the template
