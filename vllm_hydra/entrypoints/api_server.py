@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from fastapi import FastAPI, Request, Response
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.datastructures import Headers
@@ -105,6 +106,7 @@ def build_app(engine_client: AsyncLLM | None, vllm_config: VllmConfig) -> FastAP
     if server.root_path:  # outermost: every check after it sees one prefix at most
         app.add_middleware(RootPath, root_path=server.root_path)
     _add_routes(app)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     if vllm_config.observability.metrics:
         # Open like /health: the API key guards only /v1.
         app.get("/metrics", response_class=PlainTextResponse, responses=_METRICS_DOCS)(metrics)
@@ -139,6 +141,22 @@ _HEALTH_DOCS: dict[int | str, dict[str, Any]] = {
 _METRICS_DOCS: dict[int | str, dict[str, Any]] = {
     200: {"description": "Prometheus text exposition format, not JSON"},
 }
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema, less the 422 it adds to every route with a body: this server answers
+    invalid bodies 400 in OpenAI's shape (documented per route)."""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title, version=app.version, routes=app.routes, servers=app.servers or None
+        )
+        for operations in schema["paths"].values():
+            for operation in operations.values():
+                operation.get("responses", {}).pop("422", None)
+        for name in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(name, None)
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 def _add_routes(app: FastAPI) -> None:
