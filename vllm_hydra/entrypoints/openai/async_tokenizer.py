@@ -24,9 +24,15 @@ class AsyncTokenizer:
         self.engine_client = engine_client
         # One thread: tokenizations queue instead of competing for the GIL and cores.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenizer")
-        tokenizer = engine_client.tokenizer
-        max_model_len = engine_client.vllm_config.model.max_model_len or 0
-        self.guard = PromptLengthGuard(tokenizer, max_model_len) if tokenizer is not None else None
+        self._guard: PromptLengthGuard | None = None
+
+    def guard(self) -> PromptLengthGuard | None:
+        """Built on first use (it reads the vocabulary once); None without a tokenizer."""
+        tokenizer = self.engine_client.tokenizer
+        if self._guard is None and tokenizer is not None:
+            max_model_len = self.engine_client.vllm_config.model.max_model_len or 0
+            self._guard = PromptLengthGuard(tokenizer, max_model_len)
+        return self._guard
 
     async def encode(
         self, prompt: str, add_special_tokens: bool = True, param: str | None = None
@@ -34,19 +40,19 @@ class AsyncTokenizer:
         """The prompt's token ids; with `param` (a prompt to generate from), a prompt that
         cannot fit max_model_len is refused (400 naming `param`) as early as possible."""
         processor = self.engine_client.input_processor
-        if param is not None and self.guard is not None:
-            self.guard.check_chars(len(prompt), param)
-            if self.guard.needs_count(prompt):
-                await self._count_in_chunks(prompt, param)
+        guard = self.guard() if param is not None else None
+        if guard is not None and param is not None:
+            guard.check_chars(len(prompt), param)
+            if guard.needs_count(prompt):
+                await self._count_in_chunks(guard, prompt, param)
         return await self._run(processor.tokenize, prompt, add_special_tokens)
 
-    async def _count_in_chunks(self, prompt: str, param: str) -> None:
-        assert self.guard is not None
+    async def _count_in_chunks(self, guard: PromptLengthGuard, prompt: str, param: str) -> None:
         processor = self.engine_client.input_processor
         num_tokens = 0
         for num_chunks, chunk in enumerate(text_chunks(prompt), 1):
             num_tokens += len(await self._run(processor.tokenize, chunk, False))
-            self.guard.check_count(num_tokens, num_chunks, param)
+            guard.check_count(num_tokens, num_chunks, param)
 
     async def apply_chat_template(
         self,
@@ -57,8 +63,9 @@ class AsyncTokenizer:
     ) -> list[int]:
         """The messages through the chat template; with `param`, messages whose text alone
         cannot fit max_model_len are refused before templating."""
-        if param is not None and self.guard is not None:
-            self.guard.check_chars(sum(len(m.get("content") or "") for m in messages), param)
+        guard = self.guard() if param is not None else None
+        if guard is not None and param is not None:
+            guard.check_chars(sum(len(m.get("content") or "") for m in messages), param)
         processor = self.engine_client.input_processor
         return await self._run(
             processor.apply_chat_template, messages, add_generation_prompt, **kwargs
