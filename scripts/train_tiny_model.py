@@ -66,9 +66,6 @@ SAMPLE_NEW_TOKENS = 24
 # starts with bos, so a rendered chat is encoded with add_special_tokens=False.
 CHAT_TEMPLATE = r"""{{- bos_token }}
 {%- for message in messages %}
-    {%- if message['role'] not in ['system', 'user', 'assistant'] %}
-        {{- raise_exception('Unknown role: ' + message['role']) }}
-    {%- endif %}
     {{- '<|' + message['role'] + '|>\n' + message['content'] }}
     {%- if message['role'] == 'assistant' %}
         {{- eos_token + '\n' }}
@@ -536,10 +533,10 @@ samples (a user asks for a fortune, proverb or verse; the assistant answers with
 Byte-level BPE (`tokenizers`, ByteLevel pre-tokenizer and decoder, full byte alphabet),
 vocabulary {vocab_size}. Special tokens: `<|pad|>` = 0, `<|bos|>` = 1, `<|eos|>` = 2,
 `<|system|>` = 3, `<|user|>` = 4, `<|assistant|>` = 5. Encoding prepends `<|bos|>`.
-Chat template (`chat_template.jinja`): `<|bos|>`, then each message as `<|role|>\\n{{content}}\\n`,
-except that an assistant turn ends `{{content}}<|eos|>\\n`; `add_generation_prompt` appends
-`<|assistant|>\\n`. The template already contains `<|bos|>`, so encode a rendered chat with
-`add_special_tokens=False`.
+Chat template (`chat_template.jinja`): `<|bos|>`, then each message (any role) as
+`<|role|>\\n{{content}}\\n`, except that an assistant turn ends `{{content}}<|eos|>\\n`;
+`add_generation_prompt` appends `<|assistant|>\\n`. The template already contains `<|bos|>`,
+so encode a rendered chat with `add_special_tokens=False`.
 
 ## Architecture
 

@@ -4,6 +4,8 @@ replicated under tp=2)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import psutil
@@ -11,6 +13,8 @@ import pytest
 
 from tests.distributed.conftest import ENGINE_OVERRIDES, Completion, generate, prompts
 from vllm_hydra import LLM, SamplingParams
+
+REPO = Path(__file__).resolve().parents[2]
 
 LAYOUTS = {
     "tp2": ["parallel.tp=2"],
@@ -51,3 +55,23 @@ def test_pipeline_batch_queue_survives_preemption(parallel_checkpoints: dict[str
         tokens[name] = [o.outputs[0].token_ids for o in outputs]
     assert stats["pp2"]["num_preemptions"] > 0
     assert tokens["pp2"] == tokens["pp1"]
+
+
+CLOSE_AT_EXIT = """
+from vllm_hydra import LLM, SamplingParams
+llm = LLM({overrides!r})
+llm.generate([[5, 6, 7]], SamplingParams(max_tokens=1), use_tqdm=False)
+print("generated")
+"""  # no shutdown(): the interpreter's exit closes it, as a user's script does
+
+
+def test_a_tp2_llm_closed_normally_logs_no_failure(parallel_checkpoints: dict[str, Path]) -> None:
+    """Closed by the interpreter's exit (its finalizer, not shutdown()), an offline LLM's
+    workers exit as asked: no "Executor failed: worker process ... exited with code 0/-15"."""
+    overrides = [f"model.path={parallel_checkpoints['llama']}", *ENGINE_OVERRIDES, *LAYOUTS["tp2"]]
+    script = CLOSE_AT_EXIT.format(overrides=overrides)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=REPO
+    )
+    assert done.returncode == 0 and "generated" in done.stdout, done.stderr
+    assert "Executor failed" not in done.stderr and "exited with code" not in done.stderr

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import re
 import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -99,9 +100,20 @@ def check_field_ranges(s: EngineSections) -> list[str]:
         *_at_least("server.max_queued_requests", sv.max_queued_requests, 1, " or null"),
         *check_memory_utilization_headroom(s),
         *_at_least("server.max_request_body_bytes", sv.max_request_body_bytes, 1, " or null"),
+        *check_root_path(sv.root_path),
         *check_block_size(s),
         *check_capture_sizes(s),
         *check_compile_cache_dir(s),
+    ]
+
+
+def check_root_path(root_path: str | None) -> list[str]:
+    """A prefix such as /llm: a leading slash, no trailing one, nothing a URL path can't hold."""
+    if root_path is None or re.fullmatch(r"(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)+", root_path):
+        return []
+    return [
+        f"server.root_path={root_path!r} is not a path prefix: it must start with '/', not end "
+        f"with one, and hold only URL path characters. Use e.g. server.root_path=/llm, or null."
     ]
 
 

@@ -24,3 +24,10 @@ class ServerConfig:
     # After the engine dies: exit non-zero (for a supervisor to restart), or stay up answering
     # 503 until stopped (false: for an orchestrator that watches /health).
     exit_on_engine_death: bool = True
+    # The path prefix the app is served under behind a proxy (vLLM's --root-path), e.g. /llm:
+    # routes answer with and without it. Unset: none.
+    root_path: str | None = None
+    # Echo the request's X-Request-Id header (or a new id) on every response.
+    enable_request_id_headers: bool = False
+    # GET /tokenizer_info: the tokenizer's configuration, chat template included.
+    enable_tokenizer_info_endpoint: bool = False

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import enum
 import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -58,6 +60,10 @@ class AsyncLLM:
         self.output_processor = OutputProcessor(self.tokenizer, self.log_stats, self.tracer)
         self.engine_core = make_async_mp_client(vllm_config)
         self.num_gpu_blocks = self.engine_core.num_gpu_blocks
+        if self.logger_manager is not None:
+            self.logger_manager.log_engine_initialized(
+                cache_config_info(vllm_config, self.num_gpu_blocks)
+            )
         self._collectors: dict[str, RequestOutputCollector] = {}
         self._children: dict[str, list[str]] = {}  # request id -> its engine request ids
         self._output_handler: asyncio.Task | None = None
@@ -266,6 +272,13 @@ def _make_logger_manager(vllm_config: VllmConfig) -> StatLoggerManager | None:
         log_stats=obs.log_stats,
         metrics=obs.metrics,
     )
+
+
+def cache_config_info(vllm_config: VllmConfig, num_gpu_blocks: int) -> dict[str, object]:
+    """The labels of vllm:cache_config_info: every cache config field, and the block count."""
+    cache = dataclasses.asdict(vllm_config.cache)
+    info = {k: v.value if isinstance(v, enum.Enum) else v for k, v in cache.items()}
+    return {**info, "num_gpu_blocks": num_gpu_blocks}
 
 
 def _make_tracer(vllm_config: VllmConfig) -> RequestTracer | None:

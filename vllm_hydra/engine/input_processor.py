@@ -35,10 +35,16 @@ class InputProcessor:
         return list(prompt)
 
     def apply_chat_template(
-        self, messages: ChatMessages, add_generation_prompt: bool = True
+        self,
+        messages: ChatMessages,
+        add_generation_prompt: bool = True,
+        continue_final_message: bool = False,
     ) -> list[int]:
         encoded = self._tokenizer("messages").apply_chat_template(
-            list(messages), add_generation_prompt=add_generation_prompt, tokenize=True
+            list(messages),
+            add_generation_prompt=add_generation_prompt,
+            continue_final_message=continue_final_message,
+            tokenize=True,
         )
         # transformers 5 returns a BatchEncoding here, 4.x a list.
         return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)

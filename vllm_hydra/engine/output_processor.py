@@ -224,7 +224,11 @@ class OutputProcessor:
         if iteration_stats is None or state.stats is None:
             return
         finished = iteration_stats.update_from_finished_request(
-            finish_reason, state.prompt_len, state.sampling_params.max_tokens, state.stats
+            finish_reason,
+            state.prompt_len,
+            state.sampling_params.max_tokens,
+            state.stats,
+            n_param=state.parent.n if state.index == 0 else None,  # once per user request
         )
         if self.tracer is not None:
             self.tracer.trace_request(

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -40,6 +41,7 @@ from vllm_hydra.entrypoints.openai.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
     DetokenizeRequest,
+    ErrorResponse,
     TokenizeRequest,
 )
 from vllm_hydra.entrypoints.openai.server_load import ServerLoad
@@ -48,6 +50,8 @@ from vllm_hydra.entrypoints.openai.serving_completion import OpenAIServingComple
 from vllm_hydra.entrypoints.openai.serving_engine import ClientDisconnected
 from vllm_hydra.entrypoints.openai.serving_models import OpenAIServingModels
 from vllm_hydra.entrypoints.openai.serving_tokenization import OpenAIServingTokenization
+from vllm_hydra.entrypoints.request_id import RequestIdHeader
+from vllm_hydra.entrypoints.root_path import RootPath, route_path
 from vllm_hydra.process_title import set_process_title
 
 if TYPE_CHECKING:
@@ -91,14 +95,23 @@ def build_app(engine_client: AsyncLLM | None, vllm_config: VllmConfig) -> FastAP
         vllm_config.scheduler.max_num_seqs, vllm_config.server.max_queued_requests
     )
     register_error_handlers(app)
-    if vllm_config.server.max_request_body_bytes is not None:
-        app.add_middleware(BodySizeLimit, max_bytes=vllm_config.server.max_request_body_bytes)
+    server = vllm_config.server
+    if server.max_request_body_bytes is not None:
+        app.add_middleware(BodySizeLimit, max_bytes=server.max_request_body_bytes)
     app.add_middleware(RequestGuard, check=_refuse_while_loading)
-    if vllm_config.server.api_key:
-        app.add_middleware(RequestGuard, check=_api_key_check(vllm_config.server.api_key))
+    if server.api_key:
+        app.add_middleware(RequestGuard, check=_api_key_check(server.api_key))
+    if server.enable_request_id_headers:
+        app.add_middleware(RequestIdHeader)
+    if server.root_path:  # outermost: every check after it sees one prefix at most
+        app.add_middleware(RootPath, root_path=server.root_path)
     _add_routes(app)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     if vllm_config.observability.metrics:
-        app.get("/metrics")(metrics)  # open like /health: the API key guards only /v1
+        # Open like /health: the API key guards only /v1.
+        app.get("/metrics", response_class=PlainTextResponse, responses=_METRICS_DOCS)(metrics)
+    if server.enable_tokenizer_info_endpoint:
+        app.get("/tokenizer_info", responses=ERROR_DOCS)(tokenizer_info)
     if engine_client is not None:
         attach_engine(app, engine_client)
     return app
@@ -113,14 +126,47 @@ def attach_engine(app: FastAPI, engine_client: AsyncLLM) -> None:
     app.state.engine_client = engine_client  # last: this opens the routes
 
 
+# What /openapi.json documents beside each route's own answer: errors in OpenAI's shape.
+ERROR_DOCS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "Bad request: `param` names the field"},
+    401: {"model": ErrorResponse, "description": "Missing or wrong API key"},
+    404: {"model": ErrorResponse, "description": "Unknown model"},
+    413: {"model": ErrorResponse, "description": "Body over server.max_request_body_bytes"},
+    503: {"model": ErrorResponse, "description": "Loading, busy, shutting down or engine dead"},
+}
+_HEALTH_DOCS: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The engine runs (an empty body, not JSON)", "content": {}},
+    503: ERROR_DOCS[503],
+}
+_METRICS_DOCS: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Prometheus text exposition format, not JSON"},
+}
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema, less the 422 it adds to every route with a body: this server answers
+    invalid bodies 400 in OpenAI's shape (documented per route)."""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title, version=app.version, routes=app.routes, servers=app.servers or None
+        )
+        for operations in schema["paths"].values():
+            for operation in operations.values():
+                operation.get("responses", {}).pop("422", None)
+        for name in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(name, None)
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
 def _add_routes(app: FastAPI) -> None:
-    app.post("/v1/completions")(create_completion)
-    app.post("/v1/chat/completions")(create_chat_completion)
-    app.get("/v1/models")(show_available_models)
-    app.get("/health")(health)
+    app.post("/v1/completions", responses=ERROR_DOCS)(create_completion)
+    app.post("/v1/chat/completions", responses=ERROR_DOCS)(create_chat_completion)
+    app.get("/v1/models", responses=ERROR_DOCS)(show_available_models)
+    app.get("/health", response_class=Response, responses=_HEALTH_DOCS)(health)
     app.get("/version")(version)
-    app.post("/tokenize")(tokenize)
-    app.post("/detokenize")(detokenize)
+    app.post("/tokenize", responses=ERROR_DOCS)(tokenize)
+    app.post("/detokenize", responses=ERROR_DOCS)(detokenize)
     app.get("/debug/engine_stats")(engine_stats)
 
 
@@ -201,6 +247,12 @@ async def detokenize(request: DetokenizeRequest, raw_request: Request) -> JSONRe
     return JSONResponse(serving.detokenize(request).model_dump())
 
 
+async def tokenizer_info(raw_request: Request) -> JSONResponse:
+    """The tokenizer's configuration (server.enable_tokenizer_info_endpoint)."""
+    serving: OpenAIServingTokenization = raw_request.app.state.serving_tokenization
+    return JSONResponse(serving.tokenizer_info())
+
+
 async def metrics(raw_request: Request) -> Response:
     """Prometheus metrics (vLLM's `vllm:` names), for a scraper."""
     engine: AsyncLLM = raw_request.app.state.engine_client
@@ -235,7 +287,7 @@ class RequestGuard:
 
 
 def _refuse_while_loading(scope: Scope) -> Response | None:
-    if scope["app"].state.engine_client is not None or scope["path"] in OPEN_WHILE_LOADING:
+    if scope["app"].state.engine_client is not None or route_path(scope) in OPEN_WHILE_LOADING:
         return None
     return error_json(ServiceUnavailableError("The model is still loading.", code="loading"))
 
@@ -244,7 +296,7 @@ def _api_key_check(api_key: str) -> Callable[[Scope], Response | None]:
     expected = f"Bearer {api_key}".encode()
 
     def check(scope: Scope) -> Response | None:
-        if not scope["path"].startswith(GUARDED_PREFIXES) or scope["method"] == "OPTIONS":
+        if not route_path(scope).startswith(GUARDED_PREFIXES) or scope["method"] == "OPTIONS":
             return None
         given = Headers(scope=scope).get("authorization", "").encode()
         if hmac.compare_digest(given, expected):
@@ -313,6 +365,7 @@ def serve_http(
         log_config=None,  # keep Hydra's logging
         timeout_graceful_shutdown=config.shutdown_timeout_s + UVICORN_CANCEL_MARGIN_S,
         timeout_keep_alive=5,
+        root_path=config.root_path or "",
     )
     server = StoppableServer(uv_config, app, config.shutdown_timeout_s)
     return server, asyncio.ensure_future(server.serve(sockets=[sock]))

@@ -124,6 +124,9 @@ class MultiprocExecutor(Executor):
         return f"worker process {proc.name} (pid {proc.pid}) exited with code {proc.exitcode}"
 
     def _stop_workers(self) -> None:
+        # Also reached from the finalizer at interpreter exit, without shutdown(): the monitor
+        # must know these exits are asked for, or it reports a normal close as a failure.
+        self._shutting_down = True
         for sock in self.controls:
             with contextlib.suppress(zmq.ZMQError):
                 sock.send_multipart([SHUTDOWN, b""], flags=zmq.NOBLOCK)

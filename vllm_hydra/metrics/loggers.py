@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from vllm_hydra.metrics.prometheus import PrometheusStatLogger
 from vllm_hydra.metrics.stats import IterationStats, SchedulerStats
@@ -105,6 +105,11 @@ class StatLoggerManager:
             logging_logger.record(scheduler_stats, iteration_stats)
         if self.prometheus is not None:
             self.prometheus.record(scheduler_stats, iteration_stats, engine_index)
+
+    def log_engine_initialized(self, cache_info: Mapping[str, object]) -> None:
+        """Once the engine is up: the cache config and its KV block count, as metrics."""
+        if self.prometheus is not None:
+            self.prometheus.log_engine_initialized(cache_info)
 
     def log(self) -> list[str]:
         """One line per engine with something to report; the lines logged."""

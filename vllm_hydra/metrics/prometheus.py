@@ -7,7 +7,7 @@ Every metric has the labels `model_name` (the served model name, so vLLM's dashb
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -22,6 +22,7 @@ ITL_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.
 REQUEST_LATENCY_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0,
                            50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0)  # fmt: skip
 ITERATION_TOKENS_BUCKETS = (1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
+N_PARAM_BUCKETS = (1, 2, 5, 10, 20)
 LABELS = ("model_name", "engine")
 
 
@@ -61,6 +62,18 @@ class PrometheusStatLogger:
             "vllm:kv_cache_usage_perc", "KV cache usage. 1 means 100 percent usage."
         )
 
+    def log_engine_initialized(self, cache_info: Mapping[str, object]) -> None:
+        """vLLM's `vllm:cache_config_info`: an info gauge (value 1) labelled with the cache
+        config and the number of KV blocks the engine allocated."""
+        labels = {key: str(value) for key, value in cache_info.items()}
+        info = Gauge(
+            "vllm:cache_config_info",
+            "Information of the LLMEngine CacheConfig.",
+            list(labels),
+            registry=self.registry,
+        )
+        info.labels(**labels).set(1)
+
     def _counters(self) -> None:
         def counter(name: str, doc: str, extra: tuple[str, ...] = ()) -> Counter:
             return Counter(name, doc, (*LABELS, *extra), registry=self.registry)
@@ -90,6 +103,14 @@ class PrometheusStatLogger:
         )
         self.histogram_generation_tokens = histogram(
             "vllm:request_generation_tokens", "Generation tokens per request.", token_buckets
+        )
+        self.histogram_max_tokens = histogram(
+            "vllm:request_params_max_tokens",
+            "The max_tokens request parameter.",
+            token_buckets,
+        )
+        self.histogram_n = histogram(
+            "vllm:request_params_n", "The n request parameter.", N_PARAM_BUCKETS
         )
         self.histogram_iteration_tokens = histogram(
             "vllm:iteration_tokens_total", "Tokens per engine step.", ITERATION_TOKENS_BUCKETS
@@ -159,6 +180,10 @@ class PrometheusStatLogger:
         self.counter_request_success.labels(*labels, str(finished.finish_reason)).inc()
         self.histogram_prompt_tokens.labels(*labels).observe(finished.num_prompt_tokens)
         self.histogram_generation_tokens.labels(*labels).observe(finished.num_generation_tokens)
+        if finished.max_tokens_param is not None:
+            self.histogram_max_tokens.labels(*labels).observe(finished.max_tokens_param)
+        if finished.n_param is not None:
+            self.histogram_n.labels(*labels).observe(finished.n_param)
         for key, seconds in (
             ("e2e", finished.e2e_latency),
             ("queue", finished.queued_time),

@@ -60,6 +60,7 @@ class FinishedRequestStats:
     num_prompt_tokens: int = 0
     num_generation_tokens: int = 0
     max_tokens_param: int | None = None
+    n_param: int | None = None  # the user request's n, on its first sequence only
     queued_time: float = 0.0  # QUEUED -> first SCHEDULED
     prefill_time: float = 0.0  # first SCHEDULED -> first token
     inference_time: float = 0.0  # first SCHEDULED -> last token
@@ -122,6 +123,7 @@ class IterationStats:
         num_prompt_tokens: int,
         max_tokens_param: int | None,
         req_stats: RequestStateStats,
+        n_param: int | None = None,
     ) -> FinishedRequestStats:
         """Record a finished request's latencies (each phase 0.0 if it never reached it)."""
         started = req_stats.scheduled_ts > 0.0
@@ -132,6 +134,7 @@ class IterationStats:
             num_prompt_tokens=num_prompt_tokens,
             num_generation_tokens=req_stats.num_generation_tokens,
             max_tokens_param=max_tokens_param,
+            n_param=n_param,
             queued_time=req_stats.scheduled_ts - req_stats.queued_ts if started else 0.0,
             prefill_time=req_stats.first_token_ts - req_stats.scheduled_ts if produced else 0.0,
             inference_time=req_stats.last_token_ts - req_stats.scheduled_ts if produced else 0.0,

@@ -40,7 +40,8 @@ def test_chat_content_parts_join_as_text() -> None:
     "fields",
     [
         {"messages": []},
-        {"messages": [{"role": "wizard", "content": "x"}]},
+        {"messages": [{"role": "", "content": "x"}]},  # any role but an empty one
+        {"messages": [{"role": 5, "content": "x"}]},
         {"messages": [{"role": "user", "content": 5}]},
         {"messages": [{"role": "user", "content": "x"}], "n": "two"},
     ],

@@ -80,7 +80,8 @@ CASES: list[tuple[str, str, Any, int, str | None]] = [
     ("bad param while streaming", CMPL, cmpl(stream=True, temperature=-1), 400, "temperature"),
     ("missing messages", CHAT, {"model": MODEL}, 400, "messages"),
     ("empty messages", CHAT, chat(messages=[]), 400, "messages"),
-    ("bad role", CHAT, chat(messages=[{"role": "wizard", "content": "x"}]), 400, "messages.0.role"),
+    ("bad role", CHAT, chat(messages=[{"role": 7, "content": "x"}]), 400, "messages.0.role"),
+    ("empty role", CHAT, chat(messages=[{"role": "", "content": "x"}]), 400, "messages.0.role"),
     (
         "content wrong type",
         CHAT,

@@ -104,6 +104,8 @@ class UsageInfo(OpenAIBaseModel):
 
 class StreamOptions(OpenAIRequestModel):
     include_usage: bool = False
+    # vLLM: usage (so far) on every chunk, not only in a final one.
+    continuous_usage_stats: bool = False
 
 
 # ---- requests ---------------------------------------------------------------------------------
@@ -157,6 +159,13 @@ class SamplingRequest(OpenAIRequestModel):
     min_tokens: int = 0
     include_stop_str_in_output: bool = False
     skip_special_tokens: bool = True
+    prompt_logprobs: int | None = None  # top-N logprobs of each prompt token (-1: all)
+    # Keep only the prompt's last N tokens (-1: max_model_len), as vLLM.
+    truncate_prompt_tokens: int | None = Field(None, ge=-1)
+    # The prompt's and each choice's token ids in the response.
+    return_token_ids: bool = False
+    # Logprob tokens as "token_id:<id>" (for tokens that are not valid text on their own).
+    return_tokens_as_token_ids: bool = False
     # structured outputs (OpenAI's response_format, vLLM's structured_outputs)
     response_format: ResponseFormat | None = None
     structured_outputs: StructuredOutputsRequest | None = None
@@ -188,7 +197,8 @@ class ToolCall(OpenAIRequestModel):
 
 
 class ChatMessage(OpenAIRequestModel):
-    role: Literal["system", "developer", "user", "assistant", "tool"]
+    # OpenAI's roles, or any other the chat template renders (vLLM's custom roles).
+    role: str = Field(min_length=1)
     content: str | list[ChatContentPart] | None = None
     name: str | None = None
     tool_calls: list[ToolCall] | None = None  # an assistant's earlier calls
@@ -228,6 +238,10 @@ class ChatCompletionRequest(SamplingRequest):
     max_tokens: int | None = None  # deprecated by OpenAI in favour of max_completion_tokens
     max_completion_tokens: int | None = None
     add_generation_prompt: bool = True
+    # vLLM: the last (assistant) message is left open and the model continues it.
+    continue_final_message: bool = False
+    # vLLM: the answer starts with the last message when it has the response's role.
+    echo: bool = False
     tools: list[ChatCompletionToolParam] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool = True
@@ -252,6 +266,8 @@ class TokenizeRequest(OpenAIRequestModel):
     messages: list[ChatMessage] | None = None
     add_special_tokens: bool = True
     add_generation_prompt: bool = True
+    continue_final_message: bool = False
+    return_token_strs: bool = False  # the tokens as the vocabulary spells them
 
 
 class DetokenizeRequest(OpenAIRequestModel):
@@ -269,12 +285,27 @@ class CompletionLogProbs(OpenAIBaseModel):
     top_logprobs: list[dict[str, float] | None] = Field(default_factory=list)
 
 
+class PromptLogprob(OpenAIBaseModel):
+    """One token's entry in `prompt_logprobs` (vLLM's Logprob)."""
+
+    logprob: float
+    rank: int | None = None
+    decoded_token: str | None = None
+
+
+# Per prompt position, token id -> its logprob; None for the first token (nothing predicts it).
+PromptLogprobsList = list[dict[int, PromptLogprob] | None]
+
+
 class CompletionResponseChoice(OpenAIBaseModel):
     index: int
     text: str
     logprobs: CompletionLogProbs | None = None
     finish_reason: str | None = None
     stop_reason: int | str | None = None
+    prompt_logprobs: PromptLogprobsList | None = None
+    prompt_token_ids: list[int] | None = None  # return_token_ids
+    token_ids: list[int] | None = None  # return_token_ids
 
 
 class CompletionResponse(OpenAIBaseModel):
@@ -316,6 +347,7 @@ class ChatCompletionResponseChoice(OpenAIBaseModel):
     logprobs: ChatCompletionLogProbs | None = None
     finish_reason: str | None = None
     stop_reason: int | str | None = None
+    token_ids: list[int] | None = None  # return_token_ids
 
 
 class ChatCompletionResponse(OpenAIBaseModel):
@@ -325,6 +357,8 @@ class ChatCompletionResponse(OpenAIBaseModel):
     model: str
     choices: list[ChatCompletionResponseChoice]
     usage: UsageInfo
+    prompt_logprobs: PromptLogprobsList | None = None
+    prompt_token_ids: list[int] | None = None  # return_token_ids
 
 
 class DeltaFunctionCall(OpenAIBaseModel):
@@ -351,6 +385,7 @@ class ChatCompletionStreamChoice(OpenAIBaseModel):
     logprobs: ChatCompletionLogProbs | None = None
     finish_reason: str | None = None
     stop_reason: int | str | None = None
+    token_ids: list[int] | None = None  # return_token_ids: this chunk's
 
 
 class ChatCompletionStreamResponse(OpenAIBaseModel):
@@ -360,6 +395,7 @@ class ChatCompletionStreamResponse(OpenAIBaseModel):
     model: str
     choices: list[ChatCompletionStreamChoice]
     usage: UsageInfo | None = None
+    prompt_token_ids: list[int] | None = None  # return_token_ids: in the first chunk
 
 
 class ModelCard(OpenAIBaseModel):
@@ -381,6 +417,7 @@ class TokenizeResponse(OpenAIBaseModel):
     count: int
     max_model_len: int
     tokens: list[int]
+    token_strs: list[str] | None = None
 
 
 class DetokenizeResponse(OpenAIBaseModel):

@@ -7,7 +7,7 @@ then content deltas, then (with `stream_options.include_usage`) one usage chunk.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 
 from fastapi import Request
@@ -22,7 +22,6 @@ from vllm_hydra.entrypoints.openai.protocol import (
     ChatCompletionStreamResponse,
     ChatLogProb,
     ChatLogProbsContent,
-    ChatMessage,
     ChatResponseMessage,
     DeltaMessage,
     random_id,
@@ -31,7 +30,9 @@ from vllm_hydra.entrypoints.openai.server_load import AdmittedStream
 from vllm_hydra.entrypoints.openai.serving_engine import (
     OpenAIServing,
     last_output,
+    prompt_logprobs_json,
     render_chat,
+    token_text,
     until_disconnected,
     usage,
 )
@@ -48,7 +49,7 @@ class OpenAIServingChat(OpenAIServing):
         """Validate everything, then answer as JSON or return the SSE stream."""
         admission = self.check_request(request, request.n)
         try:
-            token_ids = await self.render(request.messages, request.add_generation_prompt)
+            token_ids = await self.render(request)
             params = self._params(request, token_ids)
             request_id = random_id("chatcmpl")
             prompt = self._decode(token_ids)
@@ -62,9 +63,20 @@ class OpenAIServingChat(OpenAIServing):
         admission.release()
         return self._response(request, request_id, final)
 
-    async def render(self, messages: list[ChatMessage], add_generation_prompt: bool) -> list[int]:
-        """The messages through the model's chat template (in the tokenizer thread)."""
-        return await render_chat(self.async_tokenizer, messages, add_generation_prompt)
+    async def render(self, request: ChatCompletionRequest) -> list[int]:
+        """The messages through the model's chat template (in the tokenizer thread), keeping
+        the last truncate_prompt_tokens tokens when that is set."""
+        keep = self.truncation(request)
+        token_ids = await render_chat(
+            self.async_tokenizer,
+            request.messages,
+            request.add_generation_prompt,
+            for_generation=keep is None,  # a prompt to be truncated may be of any length
+            continue_final_message=request.continue_final_message,
+        )
+        if keep is not None and len(token_ids) > keep:
+            token_ids = token_ids[len(token_ids) - keep :]
+        return token_ids
 
     def _params(self, request: ChatCompletionRequest, token_ids: list[int]) -> SamplingParams:
         max_param = (
@@ -93,13 +105,16 @@ class OpenAIServingChat(OpenAIServing):
     def _response(
         self, request: ChatCompletionRequest, request_id: str, final: RequestOutput
     ) -> ChatCompletionResponse:
+        echo = _echoed(request)
+        with_ids = request.return_token_ids
         choices = [
             ChatCompletionResponseChoice(
                 index=output.index,
-                message=ChatResponseMessage(content=output.text),
+                message=ChatResponseMessage(content=echo + output.text),
                 logprobs=self._logprobs(request, output),
                 finish_reason=output.finish_reason,
                 stop_reason=output.stop_reason,
+                token_ids=list(output.token_ids) if with_ids else None,
             )
             for output in final.outputs
         ]
@@ -109,6 +124,12 @@ class OpenAIServingChat(OpenAIServing):
             model=self.models.served_model_name,
             choices=choices,
             usage=usage(len(final.prompt_token_ids), num_generated),
+            prompt_logprobs=(
+                prompt_logprobs_json(final.prompt_logprobs)
+                if request.prompt_logprobs is not None
+                else None
+            ),
+            prompt_token_ids=list(final.prompt_token_ids) if with_ids else None,
         )
 
     def _logprobs(
@@ -118,8 +139,13 @@ class OpenAIServingChat(OpenAIServing):
             return None
         positions = output.logprobs or []
         top_n = request.top_logprobs or 0
+        tokenizer, as_id = self.engine_client.tokenizer, request.return_tokens_as_token_ids
+
+        def text_of(token_id: int, logprob: Logprob | None) -> str:
+            return token_text(tokenizer, token_id, logprob, as_id)
+
         content = [
-            _logprob_content(token_id, entry, top_n)
+            _logprob_content(token_id, entry, top_n, text_of)
             for token_id, entry in zip(output.token_ids, positions, strict=False)
         ]
         return ChatCompletionLogProbs(content=content)
@@ -136,10 +162,20 @@ class OpenAIServingChat(OpenAIServing):
         num_prompt = num_generated = 0
         started: set[int] = set()
         model = self.models.served_model_name
+        options = request.stream_options
+        continuous = options is not None and options.continuous_usage_stats
+        echo = _echoed(request)
 
-        def chunk(choices: list[ChatCompletionStreamChoice]) -> str:
+        def chunk(
+            choices: list[ChatCompletionStreamChoice], prompt_ids: list[int] | None = None
+        ) -> str:
             body = ChatCompletionStreamResponse(
-                id=request_id, created=created, model=model, choices=choices
+                id=request_id,
+                created=created,
+                model=model,
+                choices=choices,
+                usage=usage(num_prompt, num_generated) if continuous else None,
+                prompt_token_ids=prompt_ids,
             )
             return f"data: {body.model_dump_json(exclude_none=True)}\n\n"
 
@@ -150,7 +186,16 @@ class OpenAIServingChat(OpenAIServing):
                     if output.index not in started:  # the role goes first, alone
                         started.add(output.index)
                         role = DeltaMessage(role="assistant", content="")
-                        yield chunk([ChatCompletionStreamChoice(index=output.index, delta=role)])
+                        prompt_ids = (
+                            list(delta.prompt_token_ids) if request.return_token_ids else None
+                        )
+                        first = ChatCompletionStreamChoice(index=output.index, delta=role)
+                        yield chunk([first], prompt_ids)
+                        if echo:
+                            echoed = DeltaMessage(content=echo)
+                            yield chunk(
+                                [ChatCompletionStreamChoice(index=output.index, delta=echoed)]
+                            )
                     num_generated += len(output.token_ids)
                     yield chunk([self._stream_choice(request, output)])
         if request.stream_options and request.stream_options.include_usage:
@@ -173,26 +218,44 @@ class OpenAIServingChat(OpenAIServing):
             logprobs=self._logprobs(request, output),
             finish_reason=output.finish_reason,
             stop_reason=output.stop_reason,
+            token_ids=list(output.token_ids) if request.return_token_ids else None,
         )
 
 
-def _logprob_content(token_id: int, entry: dict[int, Logprob], top_n: int) -> ChatLogProbsContent:
+def _echoed(request: ChatCompletionRequest) -> str:
+    """With echo, the last message's text when it has the answer's role ("assistant")."""
+    last = request.messages[-1]
+    return last.text() if request.echo and last.role == "assistant" else ""
+
+
+def _logprob_content(
+    token_id: int,
+    entry: dict[int, Logprob],
+    top_n: int,
+    text_of: Callable[[int, Logprob | None], str],
+) -> ChatLogProbsContent:
+    """The chosen token and its top `top_n` alternatives (-1: every one the engine sent,
+    the whole vocabulary), most likely first."""
     chosen = entry[token_id]
     ranked = sorted(
-        (lp for lp in entry.values() if lp.rank is not None and lp.rank <= top_n),
-        key=lambda lp: lp.rank or 0,
+        (
+            (token, lp)
+            for token, lp in entry.items()
+            if lp.rank is not None and (top_n == -1 or lp.rank <= top_n)
+        ),
+        key=lambda item: item[1].rank or 0,
     )
-    token = chosen.decoded_token or ""
+    if top_n != -1:
+        ranked = ranked[:top_n]
+    token = text_of(token_id, chosen)
     return ChatLogProbsContent(
         token=token,
         logprob=chosen.logprob,
         bytes=list(token.encode()),
         top_logprobs=[
             ChatLogProb(
-                token=lp.decoded_token or "",
-                logprob=lp.logprob,
-                bytes=list((lp.decoded_token or "").encode()),
+                token=(text := text_of(other, lp)), logprob=lp.logprob, bytes=list(text.encode())
             )
-            for lp in ranked[:top_n]
+            for other, lp in ranked
         ],
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from fastapi import Request
@@ -27,6 +27,8 @@ from vllm_hydra.entrypoints.openai.serving_engine import (
     OpenAIServing,
     last_output,
     merge_async_iterators,
+    prompt_logprobs_json,
+    token_text,
     until_disconnected,
     usage,
 )
@@ -80,16 +82,22 @@ class OpenAIServingCompletion(OpenAIServing):
         return list(prompt)  # type: ignore[arg-type]
 
     async def _prepare(self, prompt: str | list[int], request: CompletionRequest) -> PreparedPrompt:
+        keep = self.truncation(request)
         if isinstance(prompt, str):
-            token_ids = await self.async_tokenizer.encode(prompt) if prompt else []
+            # A prompt to be truncated may be of any length: no early refusal for it.
+            param = "prompt" if keep is None else None
+            token_ids = await self.async_tokenizer.encode(prompt, param=param) if prompt else []
         else:
             token_ids = list(prompt)
+        truncated = keep is not None and len(token_ids) > keep
+        if truncated:
+            token_ids = token_ids[len(token_ids) - keep :]  # type: ignore[operator]
         max_tokens = self.check_length(len(token_ids), request.max_tokens, "max_tokens")
         params = self.sampling_params(request, max_tokens, request.logprobs)
         if request.echo and request.logprobs is not None:
-            params.prompt_logprobs = request.logprobs
+            params.prompt_logprobs = _wider(params.prompt_logprobs, request.logprobs)
         self.validate(token_ids, params, {}, request)
-        text = prompt if isinstance(prompt, str) else self._decode(token_ids)
+        text = prompt if isinstance(prompt, str) and not truncated else self._decode(token_ids)
         return PreparedPrompt(token_ids, text, params)
 
     def _decode(self, token_ids: list[int]) -> str:
@@ -132,16 +140,25 @@ class OpenAIServingCompletion(OpenAIServing):
         logprobs = None
         if request.logprobs is not None:
             logprobs = CompletionLogProbs()
+            text_of = self.text_of(request)
             if request.echo:
-                _extend_logprobs(logprobs, prompt.token_ids, final.prompt_logprobs, 0, self)
+                _extend_logprobs(logprobs, prompt.token_ids, final.prompt_logprobs, 0, text_of)
             offset = len(prompt.text) if request.echo else 0
-            _extend_logprobs(logprobs, output.token_ids, output.logprobs, offset, self)
+            _extend_logprobs(logprobs, output.token_ids, output.logprobs, offset, text_of)
+        with_ids = request.return_token_ids
         return CompletionResponseChoice(
             index=index,
             text=text,
             logprobs=logprobs,
             finish_reason=output.finish_reason,
             stop_reason=output.stop_reason,
+            prompt_logprobs=(
+                prompt_logprobs_json(final.prompt_logprobs)
+                if request.prompt_logprobs is not None
+                else None
+            ),
+            prompt_token_ids=list(final.prompt_token_ids) if with_ids else None,
+            token_ids=list(output.token_ids) if with_ids else None,
         )
 
     # ---- streaming ---------------------------------------------------------------------------
@@ -156,24 +173,31 @@ class OpenAIServingCompletion(OpenAIServing):
         created = int(time.time())
         num_prompt = [0] * len(prompts)
         num_generated = 0
-        echoed: set[int] = set()
+        started: set[int] = set()
+        options = request.stream_options
+        continuous = options is not None and options.continuous_usage_stats
         async for prompt_index, delta in merge_async_iterators(*streams):
             num_prompt[prompt_index] = len(delta.prompt_token_ids)
             choices = []
             for output in delta.outputs:
                 num_generated += len(output.token_ids)
                 index = prompt_index * request.n + output.index
+                first = index not in started
+                started.add(index)
                 text = output.text
-                if request.echo and index not in echoed:
-                    echoed.add(index)
+                if request.echo and first:
                     text = prompts[prompt_index].text + text
-                choices.append(self._stream_choice(request, index, text, output))
+                choice = self._stream_choice(request, index, text, output)
+                if request.return_token_ids and first:
+                    choice.prompt_token_ids = list(delta.prompt_token_ids)
+                choices.append(choice)
             for choice in choices:  # one choice per chunk, as OpenAI and vLLM send them
                 chunk = CompletionStreamResponse(
                     id=request_id,
                     created=created,
                     model=self.models.served_model_name,
                     choices=[choice],
+                    usage=usage(sum(num_prompt), num_generated) if continuous else None,
                 )
                 yield f"data: {chunk.model_dump_json(exclude_none=True)}\n\n"
         if request.stream_options and request.stream_options.include_usage:
@@ -193,19 +217,31 @@ class OpenAIServingCompletion(OpenAIServing):
         logprobs = None
         if request.logprobs is not None:
             logprobs = CompletionLogProbs()
-            _extend_logprobs(logprobs, output.token_ids, output.logprobs, 0, self)
+            _extend_logprobs(logprobs, output.token_ids, output.logprobs, 0, self.text_of(request))
         return CompletionResponseChoice(
             index=index,
             text=text,
             logprobs=logprobs,
             finish_reason=output.finish_reason,
             stop_reason=output.stop_reason,
+            token_ids=list(output.token_ids) if request.return_token_ids else None,
         )
 
-    def token_text(self, token_id: int, logprob: Logprob | None) -> str:
-        if logprob is not None and logprob.decoded_token is not None:
-            return logprob.decoded_token
-        return self._decode([token_id])
+    def text_of(self, request: CompletionRequest) -> TextOf:
+        """How the request wants a logprob's token written."""
+        tokenizer, as_id = self.engine_client.tokenizer, request.return_tokens_as_token_ids
+        return lambda token_id, logprob: token_text(tokenizer, token_id, logprob, as_id)
+
+
+# A logprob entry's token as the response writes it.
+TextOf = Callable[[int, Logprob | None], str]
+
+
+def _wider(a: int | None, b: int | None) -> int | None:
+    """The larger top-N of two logprob requests (-1, all of them, is the largest)."""
+    if a is None or b is None:
+        return b if a is None else a
+    return -1 if -1 in (a, b) else max(a, b)
 
 
 def _extend_logprobs(
@@ -213,21 +249,19 @@ def _extend_logprobs(
     token_ids: list[int],
     positions: list[dict[int, Logprob] | None] | None,
     offset: int,
-    serving: OpenAIServingCompletion,
+    text_of: TextOf,
 ) -> None:
     """Append OpenAI's legacy logprobs for `token_ids`; `positions[i]` holds token i's dict."""
     offset = into.text_offset[-1] + len(into.tokens[-1]) if into.tokens else offset
     for i, token_id in enumerate(token_ids):
         entry = positions[i] if positions is not None and i < len(positions) else None
         chosen = entry.get(token_id) if entry else None
-        token = serving.token_text(token_id, chosen)
+        token = text_of(token_id, chosen)
         into.tokens.append(token)
         into.text_offset.append(offset)
         into.token_logprobs.append(None if chosen is None else chosen.logprob)
         into.top_logprobs.append(
-            None
-            if entry is None
-            else {serving.token_text(t, lp): lp.logprob for t, lp in entry.items()}
+            None if entry is None else {text_of(t, lp): lp.logprob for t, lp in entry.items()}
         )
         offset += len(token)
 

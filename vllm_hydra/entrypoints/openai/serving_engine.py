@@ -14,15 +14,25 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from fastapi import Request
 
 from vllm_hydra.entrypoints.openai.async_tokenizer import AsyncTokenizer
-from vllm_hydra.entrypoints.openai.errors import BadRequestError, ServiceUnavailableError
-from vllm_hydra.entrypoints.openai.protocol import ChatMessage, SamplingRequest, UsageInfo
+from vllm_hydra.entrypoints.openai.errors import (
+    BadRequestError,
+    OpenAIError,
+    ServiceUnavailableError,
+)
+from vllm_hydra.entrypoints.openai.protocol import (
+    ChatMessage,
+    PromptLogprob,
+    PromptLogprobsList,
+    SamplingRequest,
+    UsageInfo,
+)
 from vllm_hydra.entrypoints.openai.server_load import Admission, ServerLoad
 from vllm_hydra.entrypoints.openai.serving_models import OpenAIServingModels
 from vllm_hydra.entrypoints.openai.structured_outputs import (
     structured_output_renames,
     structured_outputs_params,
 )
-from vllm_hydra.request_output import RequestOutput
+from vllm_hydra.request_output import Logprob, PromptLogprobs, RequestOutput
 from vllm_hydra.sampling_params import RequestOutputKind, SamplingParams, SamplingParamsError
 from vllm_hydra.tracing import extract_trace_headers
 
@@ -62,7 +72,27 @@ class OpenAIServing:
             raise BadRequestError(
                 "stream_options is only allowed with stream=true.", param="stream_options"
             )
+        if request.prompt_logprobs is not None and request.stream:
+            raise BadRequestError(
+                "prompt_logprobs are not available when stream=true.", param="prompt_logprobs"
+            )
+        self.truncation(request)
         return self.load.admit(num_seqs, param="n")
+
+    def truncation(self, request: SamplingRequest) -> int | None:
+        """How many of the prompt's last tokens to keep (truncate_prompt_tokens); None: all."""
+        keep = request.truncate_prompt_tokens
+        if keep is None:
+            return None
+        if keep == -1:
+            return self.max_model_len
+        if keep > self.max_model_len:
+            raise BadRequestError(
+                f"truncate_prompt_tokens={keep} is more than this model's maximum context "
+                f"length ({self.max_model_len}).",
+                param="truncate_prompt_tokens",
+            )
+        return keep
 
     def check_engine_alive(self) -> None:
         if self.engine_client.errored:
@@ -109,6 +139,7 @@ class OpenAIServing:
             include_stop_str_in_output=request.include_stop_str_in_output,
             ignore_eos=request.ignore_eos,
             logprobs=logprobs,
+            prompt_logprobs=request.prompt_logprobs,
             logit_bias=_logit_bias(request.logit_bias),
             skip_special_tokens=request.skip_special_tokens,
             output_kind=RequestOutputKind.DELTA if request.stream else RequestOutputKind.FINAL_ONLY,
@@ -147,18 +178,59 @@ class OpenAIServing:
 
 
 async def render_chat(
-    async_tokenizer: AsyncTokenizer, messages: list[ChatMessage], add_generation_prompt: bool
+    async_tokenizer: AsyncTokenizer,
+    messages: list[ChatMessage],
+    add_generation_prompt: bool,
+    for_generation: bool = False,
+    continue_final_message: bool = False,
 ) -> list[int]:
-    """Chat messages through the model's chat template; a 400 naming `messages` if it fails."""
+    """Chat messages through the model's chat template; a 400 naming `messages` if it fails.
+    `for_generation`: messages that cannot fit max_model_len are refused before templating.
+    `continue_final_message`: the last message is left open for the model to continue."""
+    if continue_final_message and add_generation_prompt:
+        raise BadRequestError(
+            "Cannot set both continue_final_message and add_generation_prompt to true.",
+            param="continue_final_message",
+        )
     conversation = [{"role": m.role, "content": m.text()} for m in messages]
+    param = "messages" if for_generation else None
+    kwargs = {"continue_final_message": True} if continue_final_message else {}
     try:
-        return await async_tokenizer.apply_chat_template(conversation, add_generation_prompt)
+        return await async_tokenizer.apply_chat_template(
+            conversation, add_generation_prompt, param=param, **kwargs
+        )
+    except OpenAIError:
+        raise
     except SamplingParamsError as e:
         raise BadRequestError(str(e), param="messages") from e
     except Exception as e:  # jinja's TemplateError: the messages do not fit the template
         raise BadRequestError(
             f"The chat template rejected the messages: {e}", param="messages"
         ) from e
+
+
+def token_text(tokenizer: Any, token_id: int, logprob: Logprob | None, as_id: bool) -> str:
+    """A logprob entry's token: its text, or "token_id:<id>" (return_tokens_as_token_ids)."""
+    if as_id:
+        return f"token_id:{token_id}"
+    if logprob is not None and logprob.decoded_token is not None:
+        return logprob.decoded_token
+    return "" if tokenizer is None else tokenizer.decode([token_id])
+
+
+def prompt_logprobs_json(prompt_logprobs: PromptLogprobs | None) -> PromptLogprobsList | None:
+    """The engine's prompt logprobs as the response carries them (vLLM's shape)."""
+    if prompt_logprobs is None:
+        return None
+    return [
+        None
+        if entry is None
+        else {
+            token: PromptLogprob(logprob=lp.logprob, rank=lp.rank, decoded_token=lp.decoded_token)
+            for token, lp in entry.items()
+        }
+        for entry in prompt_logprobs
+    ]
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> UsageInfo:

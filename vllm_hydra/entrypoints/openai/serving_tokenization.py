@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import json
+from typing import TYPE_CHECKING, Any
 
 from transformers import PreTrainedTokenizerBase
 
@@ -39,7 +40,35 @@ class OpenAIServingTokenization:
     async def tokenize(self, request: TokenizeRequest) -> TokenizeResponse:
         self.models.check_model(request.model)
         tokens = await self._tokens(request)
-        return TokenizeResponse(count=len(tokens), max_model_len=self.max_model_len, tokens=tokens)
+        token_strs = (
+            self._tokenizer("prompt").convert_ids_to_tokens(tokens)
+            if request.return_token_strs
+            else None
+        )
+        return TokenizeResponse(
+            count=len(tokens),
+            max_model_len=self.max_model_len,
+            tokens=tokens,
+            token_strs=token_strs,
+        )
+
+    def tokenizer_info(self) -> dict[str, Any]:
+        """The tokenizer's configuration (vLLM's /tokenizer_info): tokenizer_config.json's
+        fields as loaded, its class, special and added tokens, and the chat template."""
+        tokenizer = self._tokenizer("tokenizer")
+        info = {k: v for k, v in tokenizer.init_kwargs.items() if _is_json(v)}
+        info.update(
+            tokenizer_class=type(tokenizer).__name__,
+            model_max_length=tokenizer.model_max_length,
+            chat_template=tokenizer.chat_template,
+            special_tokens=tokenizer.special_tokens_map,
+            added_tokens_decoder={
+                str(token_id): {"content": added.content, "special": added.special}
+                for token_id, added in tokenizer.added_tokens_decoder.items()
+            },
+            vocab_size=len(tokenizer),
+        )
+        return info
 
     def detokenize(self, request: DetokenizeRequest) -> DetokenizeResponse:
         self.models.check_model(request.model)
@@ -54,7 +83,10 @@ class OpenAIServingTokenization:
             raise BadRequestError("Send exactly one of prompt and messages.", param="prompt")
         if request.messages is not None:
             return await render_chat(
-                self.async_tokenizer, request.messages, request.add_generation_prompt
+                self.async_tokenizer,
+                request.messages,
+                request.add_generation_prompt,
+                continue_final_message=request.continue_final_message,
             )
         self._tokenizer("prompt")  # a 400 naming `prompt` when the server has none
         return await self.async_tokenizer.encode(request.prompt, request.add_special_tokens)  # type: ignore[arg-type]
@@ -64,3 +96,11 @@ class OpenAIServingTokenization:
         if tokenizer is None:
             raise BadRequestError("This server runs without a tokenizer.", param=param)
         return tokenizer
+
+
+def _is_json(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
