@@ -26,6 +26,7 @@ from vllm_hydra.config.model_files import looks_like_hub_id, resolve_model_dir, 
 from vllm_hydra.config.parallel import DistributedBackend
 from vllm_hydra.config.quantization import check_group_split, checkpoint_group_size
 from vllm_hydra.config.speculative import SpeculativeMethod
+from vllm_hydra.config.server import check_tool_calling
 from vllm_hydra.config.structured_outputs import check_structured_outputs
 from vllm_hydra.config.vllm import EngineSections, VllmConfig
 
@@ -646,6 +647,7 @@ CONFIG_RULES: tuple[Callable[[VllmConfig], list[str]], ...] = (
     check_speculative,
     check_trust_remote_code,
     check_structured_outputs,
+    check_tool_calling,
 )
 
 # Rules that depend on the machine (skipped or relaxed for dry runs).

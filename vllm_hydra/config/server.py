@@ -3,6 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from vllm_hydra.config.vllm import VllmConfig
+
+
+class ToolCallParser(Enum):
+    """The tool parsers registered in entrypoints/openai/tool_parsers (vLLM's names)."""
+
+    hermes = "hermes"  # Hermes / Qwen: <tool_call>{"name": ..., "arguments": ...}</tool_call>
+    llama3_json = "llama3_json"  # Llama 3.x: {"name": ..., "parameters": ...}
 
 
 @dataclass(frozen=True)
@@ -22,3 +34,26 @@ class ServerConfig:
     # After the engine dies: exit non-zero (for a supervisor to restart), or stay up answering
     # 503 until stopped (false: for an orchestrator that watches /health).
     exit_on_engine_death: bool = True
+    # tool_choice="auto": parse the model's text into tool_calls with tool_call_parser
+    # (vLLM's --enable-auto-tool-choice / --tool-call-parser).
+    enable_auto_tool_choice: bool = False
+    tool_call_parser: ToolCallParser | None = None
+
+
+def check_tool_calling(c: VllmConfig) -> list[str]:
+    """The two tool-calling keys only work together (as vLLM's flags)."""
+    server = c.server
+    parsers = ", ".join(p.value for p in ToolCallParser)
+    if server.enable_auto_tool_choice and server.tool_call_parser is None:
+        return [
+            "server.enable_auto_tool_choice=true needs server.tool_call_parser to read the "
+            f"model's tool calls. Set server.tool_call_parser to one of {{{parsers}}} (the "
+            "model's format), or server.enable_auto_tool_choice=false."
+        ]
+    if server.tool_call_parser is not None and not server.enable_auto_tool_choice:
+        return [
+            f"server.tool_call_parser={server.tool_call_parser.value} has no effect without "
+            "server.enable_auto_tool_choice=true (only tool_choice=auto parses the model's "
+            "text). Set server.enable_auto_tool_choice=true, or server.tool_call_parser=null."
+        ]
+    return []

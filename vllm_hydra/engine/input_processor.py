@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 from transformers import PreTrainedTokenizerBase
@@ -17,8 +18,9 @@ from vllm_hydra.engine.messages import EngineCoreRequest
 from vllm_hydra.sampling_params import SamplingParams, SamplingParamsError
 from vllm_hydra.structured_output.validation import validate_structured_output
 
-# Chat messages as the OpenAI API sends them.
-ChatMessages = Sequence[dict[str, str]]
+# Chat messages as the OpenAI API sends them (a tool call's arguments as a dict); tools likewise.
+ChatMessages = Sequence[dict[str, Any]]
+ChatTools = Sequence[dict[str, Any]]
 
 
 class InputProcessor:
@@ -35,10 +37,16 @@ class InputProcessor:
         return list(prompt)
 
     def apply_chat_template(
-        self, messages: ChatMessages, add_generation_prompt: bool = True
+        self,
+        messages: ChatMessages,
+        add_generation_prompt: bool = True,
+        tools: ChatTools | None = None,
     ) -> list[int]:
         encoded = self._tokenizer("messages").apply_chat_template(
-            list(messages), add_generation_prompt=add_generation_prompt, tokenize=True
+            list(messages),
+            tools=list(tools) if tools else None,
+            add_generation_prompt=add_generation_prompt,
+            tokenize=True,
         )
         # transformers 5 returns a BatchEncoding here, 4.x a list.
         return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)

@@ -7,7 +7,7 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from vllm_hydra.engine.input_processor import ChatMessages
+from vllm_hydra.engine.input_processor import ChatMessages, ChatTools
 
 if TYPE_CHECKING:
     from vllm_hydra.engine.async_llm import AsyncLLM
@@ -24,10 +24,15 @@ class AsyncTokenizer:
         return await self._run(processor.tokenize, prompt, add_special_tokens)
 
     async def apply_chat_template(
-        self, messages: ChatMessages, add_generation_prompt: bool = True
+        self,
+        messages: ChatMessages,
+        add_generation_prompt: bool = True,
+        tools: ChatTools | None = None,
     ) -> list[int]:
         processor = self.engine_client.input_processor
-        return await self._run(processor.apply_chat_template, messages, add_generation_prompt)
+        return await self._run(
+            processor.apply_chat_template, messages, add_generation_prompt, tools
+        )
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)

@@ -7,6 +7,7 @@ request gets its 400 as JSON, never after the first SSE byte.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -15,7 +16,12 @@ from fastapi import Request
 
 from vllm_hydra.entrypoints.openai.async_tokenizer import AsyncTokenizer
 from vllm_hydra.entrypoints.openai.errors import BadRequestError, ServiceUnavailableError
-from vllm_hydra.entrypoints.openai.protocol import ChatMessage, SamplingRequest, UsageInfo
+from vllm_hydra.entrypoints.openai.protocol import (
+    ChatCompletionToolParam,
+    ChatMessage,
+    SamplingRequest,
+    UsageInfo,
+)
 from vllm_hydra.entrypoints.openai.server_load import Admission, ServerLoad
 from vllm_hydra.entrypoints.openai.serving_models import OpenAIServingModels
 from vllm_hydra.entrypoints.openai.structured_outputs import (
@@ -147,18 +153,55 @@ class OpenAIServing:
 
 
 async def render_chat(
-    async_tokenizer: AsyncTokenizer, messages: list[ChatMessage], add_generation_prompt: bool
+    async_tokenizer: AsyncTokenizer,
+    messages: list[ChatMessage],
+    add_generation_prompt: bool,
+    tools: list[ChatCompletionToolParam] | None = None,
 ) -> list[int]:
-    """Chat messages through the model's chat template; a 400 naming `messages` if it fails."""
-    conversation = [{"role": m.role, "content": m.text()} for m in messages]
+    """Chat messages (and the tools, for templates that show them) through the model's chat
+    template; a 400 naming `messages` if it fails."""
+    conversation = [template_message(m) for m in messages]
+    tool_dicts = [tool.model_dump(exclude_none=True) for tool in tools] if tools else None
     try:
-        return await async_tokenizer.apply_chat_template(conversation, add_generation_prompt)
+        return await async_tokenizer.apply_chat_template(
+            conversation, add_generation_prompt, tool_dicts
+        )
     except SamplingParamsError as e:
         raise BadRequestError(str(e), param="messages") from e
     except Exception as e:  # jinja's TemplateError: the messages do not fit the template
         raise BadRequestError(
             f"The chat template rejected the messages: {e}", param="messages"
         ) from e
+
+
+def template_message(message: ChatMessage) -> dict[str, Any]:
+    """A message as chat templates read it: an assistant's earlier calls carry their arguments
+    as a dict (the transformers convention), a tool message the id of the call it answers."""
+    rendered: dict[str, Any] = {"role": message.role, "content": message.text()}
+    if message.name is not None:
+        rendered["name"] = message.name
+    if message.tool_call_id is not None:
+        rendered["tool_call_id"] = message.tool_call_id
+    if message.tool_calls:
+        rendered["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": call.type,
+                "function": {
+                    "name": call.function.name,
+                    "arguments": _arguments_dict(call.function.arguments),
+                },
+            }
+            for call in message.tool_calls
+        ]
+    return rendered
+
+
+def _arguments_dict(arguments: str) -> Any:
+    try:
+        return json.loads(arguments) if arguments else {}
+    except json.JSONDecodeError as e:
+        raise BadRequestError(f"A tool call's arguments are not JSON: {e}", param="messages") from e
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> UsageInfo:

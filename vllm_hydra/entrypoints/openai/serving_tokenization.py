@@ -54,7 +54,10 @@ class OpenAIServingTokenization:
             raise BadRequestError("Send exactly one of prompt and messages.", param="prompt")
         if request.messages is not None:
             return await render_chat(
-                self.async_tokenizer, request.messages, request.add_generation_prompt
+                self.async_tokenizer,
+                request.messages,
+                request.add_generation_prompt,
+                request.tools,
             )
         self._tokenizer("prompt")  # a 400 naming `prompt` when the server has none
         return await self.async_tokenizer.encode(request.prompt, request.add_special_tokens)  # type: ignore[arg-type]
