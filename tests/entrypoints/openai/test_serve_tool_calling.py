@@ -301,12 +301,3 @@ def test_bad_tool_request_is_400_naming_param(
     response = httpx.post(f"{tool_server.url}/v1/chat/completions", json=body, timeout=30)
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == param, response.text
-
-
-def test_auto_needs_the_server_keys(server: RemoteServer) -> None:
-    """On a server without server.enable_auto_tool_choice, tools default to tool_choice="auto",
-    which is a 400 naming tool_choice (vLLM's rule), never free text; "required" works there."""
-    with pytest.raises(openai.BadRequestError) as caught:
-        server.client().chat.completions.create(model=MODEL, messages=MESSAGES, tools=TOOLS)
-    assert caught.value.body["param"] == "tool_choice", caught.value.body
-    assert "server.enable_auto_tool_choice" in caught.value.body["message"]

@@ -10,12 +10,16 @@ from typing import Any
 
 import pytest
 
+from vllm_hydra.config.server import ServerConfig, ToolCallParser
+from vllm_hydra.entrypoints.openai.errors import BadRequestError
 from vllm_hydra.entrypoints.openai.protocol import ChatCompletionRequest
 from vllm_hydra.entrypoints.openai.tool_parsers import ToolParser, ToolParserManager
 from vllm_hydra.entrypoints.openai.tool_parsers.tool_choice import (
     NamedToolChoiceParser,
     RequiredToolChoiceParser,
+    check_tool_request,
     get_json_schema_from_tools,
+    new_tool_parser,
 )
 
 TOOL = {"type": "function", "function": {"name": "get_weather"}}
@@ -259,3 +263,22 @@ def test_random_chunkings_agree() -> None:
             for _ in range(20):
                 sizes = [rng.randint(1, 9) for _ in range(5)]
                 assert _streamed(parser(None), text, sizes)[1] == calls
+
+
+def test_auto_needs_the_server_keys() -> None:
+    """Tools without tool_choice mean "auto" (OpenAI's rule); a server without
+    server.enable_auto_tool_choice answers 400 naming tool_choice (vLLM's rule), never free
+    text. "required" needs no parser."""
+    plain = ServerConfig()
+    with pytest.raises(BadRequestError) as caught:
+        check_tool_request(REQUEST, plain)
+    assert caught.value.param == "tool_choice"
+    assert "server.enable_auto_tool_choice" in str(caught.value)
+    required = REQUEST.model_copy(update={"tool_choice": "required"})
+    check_tool_request(required, plain)
+    assert isinstance(new_tool_parser(required, plain, None), RequiredToolChoiceParser)
+    auto = ServerConfig(enable_auto_tool_choice=True, tool_call_parser=ToolCallParser.llama3_json)
+    check_tool_request(REQUEST, auto)
+    assert type(new_tool_parser(REQUEST, auto, None)).__name__ == "Llama3JsonToolParser"
+    none = REQUEST.model_copy(update={"tool_choice": "none"})
+    assert new_tool_parser(none, auto, None) is None
