@@ -216,9 +216,9 @@ class OpenAIServingChat(OpenAIServing):
 def _finish_reason(
     request: ChatCompletionRequest, finish_reason: str | None, called: bool
 ) -> str | None:
-    """ "tool_calls" when the model stopped after calling tools by its own choice or because
-    "required" made it; a named function ends with "stop" (as OpenAI and vLLM answer), and a
-    call cut short keeps "length"."""
+    """A model that stopped after calling tools, by its own choice or because "required" made
+    it, finishes with "tool_calls"; a named function ends with "stop" (as OpenAI and vLLM
+    answer), and a call cut short keeps "length"."""
     forced = isinstance(tool_choice(request), NamedToolChoice)
     if called and finish_reason == "stop" and not forced:
         return "tool_calls"

@@ -20,7 +20,7 @@ from vllm_hydra.entrypoints.openai.tool_parsers.json_call_scanner import (
 ARGUMENT_KEYS = ("parameters", "arguments")
 
 
-@ToolParserManager.register_module(["llama3_json", "llama4_json"])
+@ToolParserManager.register_module("llama3_json")
 class Llama3JsonToolParser(ToolParser):
     bot_token = "<|python_tag|>"
 
