@@ -127,6 +127,14 @@ def test_baseline_outside_throughput_mode_is_refused(tmp_path: Path) -> None:
     assert "bench.backend=hf runs in throughput mode only" in result.stderr
 
 
+def test_structured_workload_needs_the_engine(tmp_path: Path) -> None:
+    result = bench(
+        "bench.backend=hf", "bench.workload.structured_output=json", f"hydra.run.dir={tmp_path}"
+    )
+    assert result.returncode == 2
+    assert "bench.workload.structured_output=json needs guided decoding" in result.stderr
+
+
 @pytest.mark.skipif(
     importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None,
     reason="hydra-optuna-sweeper is not installed (pip install -e '.[tune]')",

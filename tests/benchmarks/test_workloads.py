@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from vllm_hydra.benchmarks.workloads import FIRST_RANDOM_TOKEN_ID, make_workload
-from vllm_hydra.config.bench import WorkloadConfig, WorkloadName
+from vllm_hydra.config.bench import BenchStructuredOutput, WorkloadConfig, WorkloadName
 from vllm_hydra.config.errors import ConfigError
 
 VOCAB = 1000
@@ -105,3 +105,19 @@ def test_sharegpt_needs_a_tokenizer_and_enough_conversations(tmp_path: Path) -> 
         make_workload(cfg, VOCAB, None)
     with pytest.raises(ConfigError, match="holds only 2 usable conversations"):
         make_workload(cfg, VOCAB, str.split)
+
+
+def test_json_workload_is_the_free_one_with_a_schema() -> None:
+    """The same prompts and lengths; every request's schema needs more items than any request
+    may generate tokens, so none can close its JSON (and stop) early."""
+    cfg = WorkloadConfig(num_requests=8, output_len_min=3, output_len_max=9)
+    free = make_workload(cfg, VOCAB)
+    structured = make_workload(replace(cfg, structured_output=BenchStructuredOutput.json), VOCAB)
+    assert [(r.prompt_token_ids, r.output_len) for r in structured] == [
+        (r.prompt_token_ids, r.output_len) for r in free
+    ]
+    assert all(r.json_schema is None for r in free)
+    schemas = {r.json_schema for r in structured}
+    assert len(schemas) == 1
+    schema = json.loads(schemas.pop() or "")
+    assert schema["properties"]["values"]["minItems"] == 9

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from vllm_hydra.config import ConfigError, DeviceType, checks, compose_config
+from vllm_hydra.config import ConfigError, DeviceType, ToolCallParser, checks, compose_config
 from vllm_hydra.config.checks import (
     CheckContext,
     check_device_memory,
@@ -355,12 +355,27 @@ def test_tracing_needs_the_tracing_extra(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 @pytest.mark.parametrize(
-    "override",
+    ("overrides", "words"),
     [
-        "structured_outputs.enable_auto_tool_choice=true",
-        "structured_outputs.tool_call_parser=hermes",
+        (
+            ["server.enable_auto_tool_choice=true"],
+            ["server.enable_auto_tool_choice=true", "server.tool_call_parser", "hermes"],
+        ),
+        (
+            ["server.tool_call_parser=hermes"],
+            ["server.tool_call_parser=hermes", "no effect", "enable_auto_tool_choice=true"],
+        ),
     ],
 )
-def test_tool_call_keys_are_refused_until_parsers_exist(ckpt: Path, override: str) -> None:
-    message = _error(_with(ckpt, override))
-    assert "not supported yet" in message and "tool_call_parser" in message
+def test_tool_call_keys_only_work_together(
+    ckpt: Path, overrides: list[str], words: list[str]
+) -> None:
+    message = _error(_with(ckpt, *overrides))
+    assert all(word in message for word in words), message
+
+
+def test_tool_call_keys_together_are_accepted(ckpt: Path) -> None:
+    config = compose_config(
+        _with(ckpt, "server.enable_auto_tool_choice=true", "server.tool_call_parser=llama3_json")
+    )
+    assert config.server.tool_call_parser is ToolCallParser.llama3_json

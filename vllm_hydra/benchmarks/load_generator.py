@@ -3,7 +3,7 @@
 Requests are sent at Poisson arrival times of `request_rate` per second (inf: all at once),
 with at most `concurrency` in flight when that is set. Prompts go as token ids; every request
 asks for its exact output length (`ignore_eos`), and its token count comes from the stream's
-final usage chunk.
+final usage chunk. A workload with a JSON schema sends it as `structured_outputs.json`.
 """
 
 from __future__ import annotations
@@ -52,6 +52,8 @@ async def send_request(
         "stream": True,
         "stream_options": {"include_usage": True},
     }
+    if request.json_schema is not None:
+        body["structured_outputs"] = {"json": json.loads(request.json_schema)}
     sent = last = time.perf_counter()
     try:
         async with client.stream("POST", f"{url}/v1/completions", json=body) as response:

@@ -10,18 +10,34 @@ from tqdm import tqdm
 
 from vllm_hydra.benchmarks.workloads import BenchRequest
 from vllm_hydra.entrypoints.llm import LLM
-from vllm_hydra.sampling_params import SamplingParams
+from vllm_hydra.sampling_params import SamplingParams, StructuredOutputsParams
 
 
 def sampling_params(requests: list[BenchRequest]) -> list[SamplingParams]:
     return [
-        SamplingParams(temperature=0.0, max_tokens=r.output_len, ignore_eos=True) for r in requests
+        SamplingParams(
+            temperature=0.0,
+            max_tokens=r.output_len,
+            ignore_eos=True,
+            structured_outputs=structured_outputs(r),
+        )
+        for r in requests
     ]
 
 
+def structured_outputs(request: BenchRequest) -> StructuredOutputsParams | None:
+    return (
+        None if request.json_schema is None else StructuredOutputsParams(json=request.json_schema)
+    )
+
+
 def warm_up(llm: LLM, requests: list[BenchRequest]) -> None:
-    """A short untimed generate, so first-call costs stay out of the measurement."""
-    llm.generate([r.prompt_token_ids for r in requests[:2]], SamplingParams(max_tokens=2), False)
+    """A short untimed generate, so first-call costs stay out of the measurement (the grammar
+    backend and the workload's schema included)."""
+    params = [
+        SamplingParams(max_tokens=2, structured_outputs=structured_outputs(r)) for r in requests[:2]
+    ]
+    llm.generate([r.prompt_token_ids for r in requests[:2]], params, False)
 
 
 def run_throughput(llm: LLM, requests: list[BenchRequest], progress: bool) -> float:

@@ -79,6 +79,29 @@ CAMPAIGNS = (
         "The random workload; compiling happens at engine start-up, before the timed part.",
     ),
     Campaign(
+        "tiny-structured",
+        "Structured outputs: every request held to a JSON schema against none, tiny model",
+        ("bench.mode=throughput", "bench.workload.structured_output=none,json"),
+        "The random workload; with `json` every request carries one JSON schema that cannot "
+        "close before the request's output length (benchmarks/workloads.py), so both jobs "
+        "generate the same tokens and the difference is guided decoding's cost (the grammar "
+        "is compiled in the untimed warm-up).",
+    ),
+    Campaign(
+        "tiny-structured-ttft",
+        "Structured outputs: time to first token with a cold grammar, tiny model",
+        (
+            "bench.mode=serve",
+            "bench.concurrency=1",
+            "bench.workload.num_requests=8",
+            "bench.workload.structured_output=none,json",
+        ),
+        "Each job starts a fresh `serve.py` (its warm-up request is free text), so the first "
+        "structured request meets a cold grammar: the backend reads the vocabulary and compiles "
+        "the schema while the request waits. `ttft_first_ms` is that first request's TTFT; "
+        "`ttft_p50_ms` is the warm figure (the compiled grammar is cached).",
+    ),
+    Campaign(
         "bench-125m-parallel",
         "Tensor and data parallelism through the server, bench-125m (random weights)",
         (

@@ -14,7 +14,7 @@ from vllm_hydra.benchmarks.peaks import MachinePeaks, machine_peaks
 from vllm_hydra.benchmarks.roofline import roofline
 from vllm_hydra.benchmarks.server_process import ServerProcess
 from vllm_hydra.benchmarks.workloads import BenchRequest, Tokenize, make_workload
-from vllm_hydra.config.bench import BenchBackend, BenchConfig, BenchMode
+from vllm_hydra.config.bench import BenchBackend, BenchConfig, BenchMode, BenchStructuredOutput
 from vllm_hydra.config.errors import ConfigError
 from vllm_hydra.config.vllm import VllmConfig
 
@@ -26,6 +26,15 @@ def check_bench(bench: BenchConfig) -> None:
         problems.append(
             f"bench.backend={bench.backend.value} runs in throughput mode only (the baselines "
             f"have no server); set bench.mode=throughput or bench.backend=engine."
+        )
+    if (
+        bench.workload.structured_output is not BenchStructuredOutput.none
+        and bench.backend is not BenchBackend.engine
+    ):
+        problems.append(
+            f"bench.workload.structured_output={bench.workload.structured_output.value} needs "
+            f"guided decoding, which bench.backend={bench.backend.value} does not have; set "
+            f"bench.backend=engine or bench.workload.structured_output=none."
         )
     if bench.concurrency is not None and bench.concurrency < 1:
         problems.append("bench.concurrency must be at least 1, or null for no cap.")

@@ -7,13 +7,14 @@ transformers baselines) sees exactly the same input, and models without a tokeni
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from vllm_hydra.config.bench import WorkloadConfig, WorkloadName
+from vllm_hydra.config.bench import BenchStructuredOutput, WorkloadConfig, WorkloadName
 from vllm_hydra.config.errors import ConfigError
 
 # Ids below this are left out of random prompts (pad, BOS and EOS in Llama-style vocabularies).
@@ -24,6 +25,7 @@ FIRST_RANDOM_TOKEN_ID = 3
 class BenchRequest:
     prompt_token_ids: list[int]
     output_len: int
+    json_schema: str | None = None  # the output's JSON schema (bench.workload.structured_output)
 
 
 Tokenize = Callable[[str], list[int]]
@@ -36,10 +38,33 @@ def make_workload(
     _check_ranges(cfg)
     rng = random.Random(cfg.seed)
     if cfg.name is WorkloadName.random:
-        return random_workload(cfg, vocab_size, rng)
-    if cfg.name is WorkloadName.prefix:
-        return prefix_workload(cfg, vocab_size, rng)
-    return sharegpt_workload(cfg, tokenize, rng)
+        requests = random_workload(cfg, vocab_size, rng)
+    elif cfg.name is WorkloadName.prefix:
+        requests = prefix_workload(cfg, vocab_size, rng)
+    else:
+        requests = sharegpt_workload(cfg, tokenize, rng)
+    if cfg.structured_output is BenchStructuredOutput.json:
+        schema = json.dumps(open_json_schema(cfg.output_len_max))
+        requests = [dataclasses.replace(r, json_schema=schema) for r in requests]
+    return requests
+
+
+def open_json_schema(max_output_len: int) -> dict:
+    """`{"values": [<int>, ...]}` with at least `max_output_len` items: every item takes at
+    least two tokens (digits, comma), so no request can close the JSON before its output
+    length, and EOS stays masked out: constrained and free requests generate the same counts."""
+    return {
+        "type": "object",
+        "properties": {
+            "values": {
+                "type": "array",
+                "items": {"type": "integer", "minimum": 0, "maximum": 999},
+                "minItems": max_output_len,
+            }
+        },
+        "required": ["values"],
+        "additionalProperties": False,
+    }
 
 
 def _check_ranges(cfg: WorkloadConfig) -> None:

@@ -19,12 +19,11 @@ from vllm_hydra.config.model_arch import ModelArchConfig
 from vllm_hydra.config.observability import ObservabilityConfig
 from vllm_hydra.config.parallel import DistributedBackend, ParallelConfig
 from vllm_hydra.config.scheduler import SchedulerConfig, SchedulerPolicy
-from vllm_hydra.config.server import ServerConfig
+from vllm_hydra.config.server import ServerConfig, ToolCallParser
 from vllm_hydra.config.speculative import SpeculativeConfig, SpeculativeMethod
 from vllm_hydra.config.structured_outputs import (
     StructuredOutputsBackend,
     StructuredOutputsConfig,
-    ToolCallParser,
 )
 from vllm_hydra.config.support import check_supported, unsupported_features
 from vllm_hydra.config.vllm import ServeConfig, VllmConfig

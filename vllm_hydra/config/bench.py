@@ -30,6 +30,11 @@ class WorkloadName(Enum):
     sharegpt = "sharegpt"  # conversations from a ShareGPT-format JSON file
 
 
+class BenchStructuredOutput(Enum):
+    none = "none"  # free text
+    json = "json"  # every request held to a JSON schema (benchmarks/workloads.py)
+
+
 @dataclass(frozen=True)
 class WorkloadConfig:
     name: WorkloadName = WorkloadName.random
@@ -46,6 +51,10 @@ class WorkloadConfig:
     # sharegpt: the JSON file (a list of {"conversations": [{"from", "value"}, ...]}).
     dataset_path: str | None = None
     seed: int = 0
+    # json: every request carries the same JSON schema (structured_outputs.json), one that
+    # cannot close before the request's output length, so the output lengths are those of
+    # `none` and the difference is the cost of guided decoding (engine backend only).
+    structured_output: BenchStructuredOutput = BenchStructuredOutput.none
 
 
 @dataclass(frozen=True)

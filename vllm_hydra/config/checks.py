@@ -27,6 +27,7 @@ from vllm_hydra.config.memory_plan import GIB, MemoryPlan
 from vllm_hydra.config.model_files import looks_like_hub_id, resolve_model_dir, weight_files
 from vllm_hydra.config.parallel import DistributedBackend
 from vllm_hydra.config.quantization import check_group_split, checkpoint_group_size
+from vllm_hydra.config.server import check_tool_calling
 from vllm_hydra.config.sizes import MAX_MODEL_LEN_AUTO
 from vllm_hydra.config.speculative import SpeculativeMethod
 from vllm_hydra.config.structured_outputs import check_structured_outputs
@@ -675,6 +676,7 @@ CONFIG_RULES: tuple[Callable[[VllmConfig], list[str]], ...] = (
     check_trust_remote_code,
     check_structured_outputs,
     check_chat_template,
+    check_tool_calling,
 )
 
 # Rules that depend on the machine (skipped or relaxed for dry runs).

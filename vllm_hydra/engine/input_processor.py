@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 from transformers import PreTrainedTokenizerBase
@@ -17,8 +18,9 @@ from vllm_hydra.engine.messages import EngineCoreRequest
 from vllm_hydra.sampling_params import SamplingParams, SamplingParamsError
 from vllm_hydra.structured_output.validation import validate_structured_output
 
-# Chat messages as the OpenAI API sends them.
-ChatMessages = Sequence[dict[str, str]]
+# Chat messages as the OpenAI API sends them (a tool call's arguments as a dict); tools likewise.
+ChatMessages = Sequence[dict[str, Any]]
+ChatTools = Sequence[dict[str, Any]]
 
 
 class InputProcessor:
@@ -39,9 +41,11 @@ class InputProcessor:
         messages: ChatMessages,
         add_generation_prompt: bool = True,
         continue_final_message: bool = False,
+        tools: ChatTools | None = None,
     ) -> list[int]:
         encoded = self._tokenizer("messages").apply_chat_template(
             list(messages),
+            tools=list(tools) if tools else None,
             add_generation_prompt=add_generation_prompt,
             continue_final_message=continue_final_message,
             tokenize=True,

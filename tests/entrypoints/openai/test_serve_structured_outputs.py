@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import jsonschema
@@ -19,9 +19,6 @@ from tests.entrypoints.openai.conftest import MODEL
 from tests.entrypoints.openai.remote_server import RemoteServer
 
 NUM_SEEDS = 20
-# Compact JSON (structured_outputs.disable_any_whitespace): with free whitespace between JSON
-# tokens the tiny model can emit tabs until max_tokens, as any grammar-unaware model may.
-OVERRIDES = ("structured_outputs.disable_any_whitespace=true", "cache.kv_cache_memory_gib=0.25")
 PROMPT = "Tell me about the cat."
 MESSAGES = [{"role": "user", "content": "Describe a person as JSON."}]
 
@@ -59,10 +56,10 @@ GRAMMAR_AS_REGEX = r"(cat|dog|bird) [1-9][0-9]?"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RemoteServer]:
-    remote = RemoteServer(tmp_path_factory.mktemp("structured") / "run", *OVERRIDES)
-    yield remote
-    remote.stop()
+def server(structured_server: RemoteServer) -> RemoteServer:
+    """Compact JSON (see conftest.py); the model's template also shows tools, which these
+    requests do not send."""
+    return structured_server
 
 
 def check_schema(text: str) -> None:
@@ -248,14 +245,3 @@ async def _mixed_batch(server: RemoteServer) -> tuple[list[list[str]], list[list
 def test_structured_request_leaves_free_ones_unchanged(server: RemoteServer) -> None:
     alone, mixed = asyncio.run(_mixed_batch(server))
     assert mixed == alone
-
-
-def test_tools_are_refused_not_ignored(server: RemoteServer) -> None:
-    """Tool calling is not built: a request with `tools` is a 400 naming it, never free text."""
-    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
-    with pytest.raises(openai.BadRequestError) as caught:
-        server.client().chat.completions.create(
-            model=MODEL, messages=MESSAGES, max_tokens=5, tools=[tool], tool_choice="required"
-        )
-    assert caught.value.body["param"] == "tools", caught.value.body
-    assert "not supported" in caught.value.body["message"]

@@ -246,19 +246,6 @@ class ChatCompletionRequest(SamplingRequest):
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool = True
 
-    @field_validator("tools", mode="after")
-    @classmethod
-    def _tools_not_served_yet(
-        cls, tools: list[ChatCompletionToolParam] | None
-    ) -> list[ChatCompletionToolParam] | None:
-        # Tool calling (issue 16's tool parsers) is not built: refusing beats free text.
-        if tools:
-            raise ValueError(
-                "tool calling is not supported by this server yet; send the request without "
-                "`tools` (structured output via `response_format` is supported)"
-            )
-        return tools
-
 
 class TokenizeRequest(OpenAIRequestModel):
     model: str | None = None
@@ -268,6 +255,7 @@ class TokenizeRequest(OpenAIRequestModel):
     add_generation_prompt: bool = True
     continue_final_message: bool = False
     return_token_strs: bool = False  # the tokens as the vocabulary spells them
+    tools: list[ChatCompletionToolParam] | None = None  # rendered with messages
 
 
 class DetokenizeRequest(OpenAIRequestModel):
@@ -339,6 +327,14 @@ class ChatResponseMessage(OpenAIBaseModel):
     role: str = "assistant"
     content: str | None = None
     tool_calls: list[ToolCall] = Field(default_factory=list)
+
+
+class ExtractedToolCallInformation(OpenAIBaseModel):
+    """What a tool parser read from a model's whole output (vLLM's name)."""
+
+    tools_called: bool
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    content: str | None = None  # the text outside the calls
 
 
 class ChatCompletionResponseChoice(OpenAIBaseModel):

@@ -1,11 +1,14 @@
 """`OpenAIServingChat`: POST /v1/chat/completions, as JSON or as SSE chunks.
 
-The messages go through the model's chat template; a stream sends each choice's role first,
-then content deltas, then (with `stream_options.include_usage`) one usage chunk.
+The messages (and the request's tools) go through the model's chat template; a stream sends
+each choice's role first, then content deltas, then (with `stream_options.include_usage`) one
+usage chunk. With tools, a `ToolParser` per choice turns the output into `tool_calls` (whole, or
+as OpenAI streams them: a call's id and name, then its arguments in pieces).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
@@ -24,6 +27,7 @@ from vllm_hydra.entrypoints.openai.protocol import (
     ChatLogProbsContent,
     ChatResponseMessage,
     DeltaMessage,
+    NamedToolChoice,
     random_id,
 )
 from vllm_hydra.entrypoints.openai.server_load import AdmittedStream
@@ -36,8 +40,15 @@ from vllm_hydra.entrypoints.openai.serving_engine import (
     until_disconnected,
     usage,
 )
+from vllm_hydra.entrypoints.openai.tool_parsers import ToolParser
+from vllm_hydra.entrypoints.openai.tool_parsers.tool_choice import (
+    check_tool_request,
+    new_tool_parser,
+    tool_choice,
+    tool_schema,
+)
 from vllm_hydra.request_output import CompletionOutput, Logprob, RequestOutput
-from vllm_hydra.sampling_params import SamplingParams
+from vllm_hydra.sampling_params import SamplingParams, StructuredOutputsParams
 
 
 class OpenAIServingChat(OpenAIServing):
@@ -49,6 +60,9 @@ class OpenAIServingChat(OpenAIServing):
         """Validate everything, then answer as JSON or return the SSE stream."""
         admission = self.check_request(request, request.n)
         try:
+            check_tool_request(request, self.engine_client.vllm_config.server)
+            self._new_tool_parser(request)  # (may adjust the request, as in vLLM)
+            # The template sees the tools whatever the choice ("none" too, as vLLM's default).
             token_ids = await self.render(request)
             params = self._params(request, token_ids)
             request_id = random_id("chatcmpl")
@@ -73,10 +87,19 @@ class OpenAIServingChat(OpenAIServing):
             request.add_generation_prompt,
             for_generation=keep is None,  # a prompt to be truncated may be of any length
             continue_final_message=request.continue_final_message,
+            tools=request.tools,
         )
         if keep is not None and len(token_ids) > keep:
             token_ids = token_ids[len(token_ids) - keep :]
         return token_ids
+
+    def _new_tool_parser(self, request: ChatCompletionRequest) -> ToolParser | None:
+        """A fresh parser for one choice (None: plain content), after it adjusted the request."""
+        server = self.engine_client.vllm_config.server
+        parser = new_tool_parser(request, server, self.engine_client.tokenizer)
+        if parser is not None:
+            parser.adjust_request(request)
+        return parser
 
     def _params(self, request: ChatCompletionRequest, token_ids: list[int]) -> SamplingParams:
         max_param = (
@@ -93,6 +116,10 @@ class OpenAIServingChat(OpenAIServing):
         logprobs = (request.top_logprobs or 0) if request.logprobs else None
         params = self.sampling_params(request, max_tokens, logprobs)
         renames = {"max_tokens": max_param, "logprobs": "top_logprobs", "prompt": "messages"}
+        schema = tool_schema(request)
+        if schema is not None:  # "required" or a named function: held to the tools' schema
+            params.structured_outputs = StructuredOutputsParams(json=json.dumps(schema))
+            renames["structured_outputs.json"] = "tools"
         self.validate(token_ids, params, renames, request)
         return params
 
@@ -105,19 +132,8 @@ class OpenAIServingChat(OpenAIServing):
     def _response(
         self, request: ChatCompletionRequest, request_id: str, final: RequestOutput
     ) -> ChatCompletionResponse:
-        echo = _echoed(request)
-        with_ids = request.return_token_ids
-        choices = [
-            ChatCompletionResponseChoice(
-                index=output.index,
-                message=ChatResponseMessage(content=echo + output.text),
-                logprobs=self._logprobs(request, output),
-                finish_reason=output.finish_reason,
-                stop_reason=output.stop_reason,
-                token_ids=list(output.token_ids) if with_ids else None,
-            )
-            for output in final.outputs
-        ]
+        echo, with_ids = _echoed(request), request.return_token_ids
+        choices = [self._choice(request, output, echo) for output in final.outputs]
         num_generated = sum(len(o.token_ids) for o in final.outputs)
         return ChatCompletionResponse(
             id=request_id,
@@ -130,6 +146,24 @@ class OpenAIServingChat(OpenAIServing):
                 else None
             ),
             prompt_token_ids=list(final.prompt_token_ids) if with_ids else None,
+        )
+
+    def _choice(
+        self, request: ChatCompletionRequest, output: CompletionOutput, echo: str = ""
+    ) -> ChatCompletionResponseChoice:
+        message, called = ChatResponseMessage(content=echo + output.text), False
+        parser = self._new_tool_parser(request)
+        if parser is not None:
+            info = parser.extract_tool_calls(output.text, request)
+            if called := info.tools_called:
+                message = ChatResponseMessage(content=info.content, tool_calls=info.tool_calls)
+        return ChatCompletionResponseChoice(
+            index=output.index,
+            message=message,
+            logprobs=self._logprobs(request, output),
+            finish_reason=_finish_reason(request, output.finish_reason, called),
+            stop_reason=output.stop_reason,
+            token_ids=list(output.token_ids) if request.return_token_ids else None,
         )
 
     def _logprobs(
@@ -165,6 +199,7 @@ class OpenAIServingChat(OpenAIServing):
         options = request.stream_options
         continuous = options is not None and options.continuous_usage_stats
         echo = _echoed(request)
+        streams: dict[int, _ChoiceStream] = {}
 
         def chunk(
             choices: list[ChatCompletionStreamChoice], prompt_ids: list[int] | None = None
@@ -197,7 +232,12 @@ class OpenAIServingChat(OpenAIServing):
                                 [ChatCompletionStreamChoice(index=output.index, delta=echoed)]
                             )
                     num_generated += len(output.token_ids)
-                    yield chunk([self._stream_choice(request, output)])
+                    if output.index not in streams:
+                        streams[output.index] = _ChoiceStream(self._new_tool_parser(request))
+                    choice = streams[output.index].choice(request, output)
+                    if choice is not None:
+                        choice.logprobs = self._logprobs(request, output)
+                        yield chunk([choice])
         if request.stream_options and request.stream_options.include_usage:
             body = ChatCompletionStreamResponse(
                 id=request_id,
@@ -209,17 +249,73 @@ class OpenAIServingChat(OpenAIServing):
             yield f"data: {body.model_dump_json(exclude_none=True)}\n\n"
         yield "data: [DONE]\n\n"
 
-    def _stream_choice(
+
+def _finish_reason(
+    request: ChatCompletionRequest, finish_reason: str | None, called: bool
+) -> str | None:
+    """A model that stopped after calling tools, by its own choice or because "required" made
+    it, finishes with "tool_calls"; a named function ends with "stop" (as OpenAI and vLLM
+    answer), and a call cut short keeps "length"."""
+    forced = isinstance(tool_choice(request), NamedToolChoice)
+    if called and finish_reason == "stop" and not forced:
+        return "tool_calls"
+    return finish_reason
+
+
+class _ChoiceStream:
+    """One choice of a stream: its text so far and its tool parser (None: plain content)."""
+
+    def __init__(self, parser: ToolParser | None) -> None:
+        self.parser = parser
+        self.text = ""
+        self.token_ids: list[int] = []
+
+    def choice(
         self, request: ChatCompletionRequest, output: CompletionOutput
-    ) -> ChatCompletionStreamChoice:
+    ) -> ChatCompletionStreamChoice | None:
+        """This output's chunk; None when the parser holds everything back for now."""
+        delta: DeltaMessage | None = DeltaMessage(content=output.text)
+        if self.parser is not None:
+            delta = self._parsed_delta(request, output)
+        finished = output.finish_reason is not None
+        if delta is None and not finished:
+            return None
+        called = self.parser is not None and self.parser.tools_called
         return ChatCompletionStreamChoice(
             index=output.index,
-            delta=DeltaMessage(content=output.text),
-            logprobs=self._logprobs(request, output),
-            finish_reason=output.finish_reason,
+            delta=delta or DeltaMessage(content=""),
+            finish_reason=_finish_reason(request, output.finish_reason, called),
             stop_reason=output.stop_reason,
             token_ids=list(output.token_ids) if request.return_token_ids else None,
         )
+
+    def _parsed_delta(
+        self, request: ChatCompletionRequest, output: CompletionOutput
+    ) -> DeltaMessage | None:
+        assert self.parser is not None
+        previous_text, previous_ids = self.text, list(self.token_ids)
+        self.text += output.text
+        self.token_ids += output.token_ids
+        delta = self.parser.extract_tool_calls_streaming(
+            previous_text,
+            self.text,
+            output.text,
+            previous_ids,
+            self.token_ids,
+            output.token_ids,
+            request,
+        )
+        if output.finish_reason is None:
+            return delta
+        return _merge(delta, self.parser.flush_streaming(self.text, request))
+
+
+def _merge(first: DeltaMessage | None, second: DeltaMessage | None) -> DeltaMessage | None:
+    if first is None or second is None:
+        return first or second
+    content = (first.content or "") + (second.content or "")
+    calls = (first.tool_calls or []) + (second.tool_calls or [])
+    return DeltaMessage(content=content or None, tool_calls=calls or None)
 
 
 def _echoed(request: ChatCompletionRequest) -> str:

@@ -7,6 +7,7 @@ request gets its 400 as JSON, never after the first SSE byte.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -20,6 +21,7 @@ from vllm_hydra.entrypoints.openai.errors import (
     ServiceUnavailableError,
 )
 from vllm_hydra.entrypoints.openai.protocol import (
+    ChatCompletionToolParam,
     ChatMessage,
     PromptLogprob,
     PromptLogprobsList,
@@ -183,18 +185,22 @@ async def render_chat(
     add_generation_prompt: bool,
     for_generation: bool = False,
     continue_final_message: bool = False,
+    tools: list[ChatCompletionToolParam] | None = None,
 ) -> list[int]:
-    """Chat messages through the model's chat template; a 400 naming `messages` if it fails.
-    `for_generation`: messages that cannot fit max_model_len are refused before templating.
-    `continue_final_message`: the last message is left open for the model to continue."""
+    """Chat messages (and the tools, for templates that show them) through the model's chat
+    template; a 400 naming `messages` if it fails. `for_generation`: messages that cannot fit
+    max_model_len are refused before templating. `continue_final_message`: the last message is
+    left open for the model to continue."""
     if continue_final_message and add_generation_prompt:
         raise BadRequestError(
             "Cannot set both continue_final_message and add_generation_prompt to true.",
             param="continue_final_message",
         )
-    conversation = [{"role": m.role, "content": m.text()} for m in messages]
+    conversation = [template_message(m) for m in messages]
     param = "messages" if for_generation else None
-    kwargs = {"continue_final_message": True} if continue_final_message else {}
+    kwargs: dict[str, Any] = {"continue_final_message": True} if continue_final_message else {}
+    if tools:
+        kwargs["tools"] = [tool.model_dump(exclude_none=True) for tool in tools]
     try:
         return await async_tokenizer.apply_chat_template(
             conversation, add_generation_prompt, param=param, **kwargs
@@ -231,6 +237,36 @@ def prompt_logprobs_json(prompt_logprobs: PromptLogprobs | None) -> PromptLogpro
         }
         for entry in prompt_logprobs
     ]
+
+
+def template_message(message: ChatMessage) -> dict[str, Any]:
+    """A message as chat templates read it: an assistant's earlier calls carry their arguments
+    as a dict (the transformers convention), a tool message the id of the call it answers."""
+    rendered: dict[str, Any] = {"role": message.role, "content": message.text()}
+    if message.name is not None:
+        rendered["name"] = message.name
+    if message.tool_call_id is not None:
+        rendered["tool_call_id"] = message.tool_call_id
+    if message.tool_calls:
+        rendered["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": call.type,
+                "function": {
+                    "name": call.function.name,
+                    "arguments": _arguments_dict(call.function.arguments),
+                },
+            }
+            for call in message.tool_calls
+        ]
+    return rendered
+
+
+def _arguments_dict(arguments: str) -> Any:
+    try:
+        return json.loads(arguments) if arguments else {}
+    except json.JSONDecodeError as e:
+        raise BadRequestError(f"A tool call's arguments are not JSON: {e}", param="messages") from e
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> UsageInfo:

@@ -87,6 +87,7 @@ class OpenAIServingTokenization:
                 request.messages,
                 request.add_generation_prompt,
                 continue_final_message=request.continue_final_message,
+                tools=request.tools,
             )
         self._tokenizer("prompt")  # a 400 naming `prompt` when the server has none
         return await self.async_tokenizer.encode(request.prompt, request.add_special_tokens)  # type: ignore[arg-type]
