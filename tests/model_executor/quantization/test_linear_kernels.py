@@ -1,0 +1,110 @@
+"""The quantized linear products against the dequantized weight in fp64: torch's CPU int4 GEMM
+(`_weight_int4pack_mm_for_cpu`) and int8 GEMM on both sides of their row threshold, and the
+Triton dequant GEMMs under the interpreter (small shapes)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from tests.triton_interpreter import requires_interpreter
+from vllm_hydra.model_executor.layers.quantization.int4 import Int4LinearMethod, pack_int4
+from vllm_hydra.model_executor.layers.quantization.int8 import (
+    INT8_PACKED_MAX_ROWS,
+    Int8LinearMethod,
+)
+
+OUT, IN = 96, 256
+
+
+def int4_layer(
+    group_size: int, dtype: torch.dtype, seed: int = 0
+) -> tuple[nn.Module, torch.Tensor]:
+    """A layer with the int4 runtime layout (random codes, scales, zero points) and its W."""
+    gen = torch.Generator().manual_seed(seed)
+    groups = 1 if group_size == -1 else IN // group_size
+    codes = torch.randint(0, 16, (OUT, IN), generator=gen)
+    scale = (torch.rand(OUT, groups, generator=gen) * 0.05 + 0.01).to(dtype)
+    zero = torch.randint(0, 16, (OUT, groups), generator=gen).to(dtype)
+    layer = nn.Module()
+    layer.weight_packed = nn.Parameter(pack_int4(codes), requires_grad=False)
+    layer.weight_scale = nn.Parameter(scale, requires_grad=False)
+    layer.weight_zero_point = nn.Parameter(zero, requires_grad=False)
+    g = IN // groups
+    w = (codes.double() - zero.double().repeat_interleave(g, 1)) * scale.double().repeat_interleave(
+        g, 1
+    )
+    return layer, w
+
+
+def int8_layer(group_size: int, seed: int = 0) -> tuple[nn.Module, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    groups = 1 if group_size == -1 else IN // group_size
+    q = torch.randint(-127, 128, (OUT, IN), generator=gen).to(torch.int8)
+    scale = torch.rand(OUT, groups, generator=gen) * 0.01 + 0.001
+    layer = nn.Module()
+    layer.weight = nn.Parameter(q, requires_grad=False)
+    layer.weight_scale = nn.Parameter(scale, requires_grad=False)
+    w = q.double() * scale.double().repeat_interleave(IN // groups, 1)
+    return layer, w
+
+
+TOL = {torch.float32: 1e-4, torch.bfloat16: 3e-2}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("group_size", [128, 32, -1])
+@pytest.mark.parametrize("rows", [1, 40])
+def test_cpu_int4_gemm_matches_dequantized(group_size: int, dtype: torch.dtype, rows: int) -> None:
+    layer, w = int4_layer(group_size, dtype)
+    method = Int4LinearMethod(group_size)
+    method.process_weights_after_loading(layer)
+    assert layer.cpu_int4_group is not None  # the packed kernel runs, not the fallback
+    x = torch.randn(rows, IN).to(dtype)
+    bias = torch.randn(OUT).to(dtype)
+    got = method.apply(layer, x, bias)
+    want = x.double() @ w.t() + bias.double()
+    assert got.dtype == dtype
+    torch.testing.assert_close(got.double(), want, atol=TOL[dtype] * want.abs().max(), rtol=0)
+
+
+@pytest.mark.parametrize("rows", [1, INT8_PACKED_MAX_ROWS, INT8_PACKED_MAX_ROWS + 1, 64])
+@pytest.mark.parametrize("group_size", [-1, 64])
+def test_cpu_int8_gemm_matches_dequantized_on_both_paths(rows: int, group_size: int) -> None:
+    layer, w = int8_layer(group_size)
+    method = Int8LinearMethod(online=False, group_size=group_size)
+    method.process_weights_after_loading(layer)
+    x = torch.randn(rows, IN, dtype=torch.bfloat16)
+    got = method.apply(layer, x, None)
+    want = x.double() @ w.t()
+    torch.testing.assert_close(got.double(), want, atol=3e-2 * want.abs().max(), rtol=0)
+
+
+@requires_interpreter
+@pytest.mark.parametrize(("group_size", "rows"), [(128, 3), (-1, 20), (32, 1)])
+def test_triton_int4_dequant_gemm_matches_torch(group_size: int, rows: int) -> None:
+    from vllm_hydra.model_executor.layers.quantization.triton_dequant_gemm import (
+        int4_dequant_gemm,
+    )
+
+    layer, w = int4_layer(group_size, torch.float16, seed=1)
+    x = torch.randn(rows, IN, dtype=torch.float16)
+    got = int4_dequant_gemm(x, layer.weight_packed, layer.weight_scale, layer.weight_zero_point)
+    want = x.double() @ w.t()
+    assert got.shape == (rows, OUT) and got.dtype == torch.float16
+    torch.testing.assert_close(got.double(), want, atol=2e-3 * want.abs().max(), rtol=0)
+
+
+@requires_interpreter
+@pytest.mark.parametrize(("group_size", "rows"), [(-1, 5), (64, 17)])
+def test_triton_int8_dequant_gemm_matches_torch(group_size: int, rows: int) -> None:
+    from vllm_hydra.model_executor.layers.quantization.triton_dequant_gemm import (
+        int8_dequant_gemm,
+    )
+
+    layer, w = int8_layer(group_size, seed=2)
+    x = torch.randn(rows, IN)
+    got = int8_dequant_gemm(x, layer.weight, layer.weight_scale)
+    want = x.double() @ w.t()
+    torch.testing.assert_close(got.double(), want, atol=1e-5 * want.abs().max(), rtol=0)
