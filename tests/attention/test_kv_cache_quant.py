@@ -51,10 +51,20 @@ def roundtrip(x: torch.Tensor, scale: float) -> torch.Tensor:
 class Batch:
     """Random sequences over scattered blocks; their contexts already written to the cache."""
 
-    def __init__(self, backend: str, requests: list[tuple[int, int]], seed: int = 0) -> None:
+    def __init__(
+        self,
+        backend: str,
+        requests: list[tuple[int, int]],
+        seed: int = 0,
+        dtype: torch.dtype = torch.float32,
+        window: int | None = None,
+    ) -> None:
         gen = torch.Generator().manual_seed(seed)
+        self.dtype, self.window = dtype, window
         self.backend = get_attn_backend(backend)
-        self.attn = Attention(NUM_HEADS, HEAD_SIZE, HEAD_SIZE**-0.5, NUM_KV_HEADS, self.backend)
+        self.attn = Attention(
+            NUM_HEADS, HEAD_SIZE, HEAD_SIZE**-0.5, NUM_KV_HEADS, self.backend, window
+        )
         self.attn._k_scale.fill_(K_SCALE)
         self.attn._v_scale.fill_(V_SCALE)
         shape = self.backend.get_kv_cache_shape(NUM_BLOCKS, BLOCK_SIZE, NUM_KV_HEADS, HEAD_SIZE)
@@ -73,21 +83,23 @@ class Batch:
         if with_context:
             self.step([(c, c, b) for c, _, b, *_ in with_context], with_context, "context")
 
-    def step(self, layout: list[tuple[int, int, list[int]]], seqs: list, part: str) -> torch.Tensor:
+    def plan(self, layout: list[tuple[int, int, list[int]]]) -> AttentionMetadata:
+        """The backend's metadata for (query_len, seq_len, blocks) per request."""
         meta = AttentionMetadata.build(
             [q for q, _, _ in layout], [s for _, s, _ in layout], [b for *_, b in layout],
             BLOCK_SIZE,
         )  # fmt: skip
         spec = AttentionSpec(
-            BLOCK_SIZE, NUM_HEADS, NUM_KV_HEADS, HEAD_SIZE, torch.float32, FP8_KV_DTYPE
+            BLOCK_SIZE, NUM_HEADS, NUM_KV_HEADS, HEAD_SIZE, self.dtype, FP8_KV_DTYPE, self.window
         )
-        meta = self.backend.get_builder_cls()(spec).build(meta)
+        return self.backend.get_builder_cls()(spec).build(meta)
 
+    def step(self, layout: list[tuple[int, int, list[int]]], seqs: list, part: str) -> torch.Tensor:
         def pick(t: torch.Tensor, context: int) -> torch.Tensor:
-            return (t[:context] if part == "context" else t[context:]).flatten(1)
+            return (t[:context] if part == "context" else t[context:]).flatten(1).to(self.dtype)
 
         q, k, v = (torch.cat([pick(s[i], s[0]) for s in seqs]) for i in (3, 4, 5))
-        return self.attn(q, k, v, self.kv_cache, meta)
+        return self.attn(q, k, v, self.kv_cache, self.plan(layout))
 
     def run(self) -> list[torch.Tensor]:
         """Each request's new tokens' attention output [new, H, D]."""
@@ -97,8 +109,13 @@ class Batch:
 
 
 def expected(batch: Batch) -> list[torch.Tensor]:
+    """Dense attention over what the cache holds (inputs first rounded to the batch dtype)."""
+
+    def r(t: torch.Tensor) -> torch.Tensor:
+        return t.to(batch.dtype).float()
+
     return [
-        dense(q[c:], roundtrip(k, K_SCALE), roundtrip(v, V_SCALE))
+        dense(r(q[c:]), roundtrip(r(k), K_SCALE), roundtrip(r(v), V_SCALE))
         for c, _, _, q, k, v in batch.seqs
     ]
 
@@ -112,16 +129,29 @@ def test_quantize_saturates_and_roundtrips_within_e4m3_precision() -> None:
     torch.testing.assert_close(back, x[:3], rtol=2**-4, atol=0)  # 3 mantissa bits
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("decode_path", ["kernel", "torch"])
 def test_torch_backend_attends_over_the_dequantized_cache(
-    decode_path: str, monkeypatch: pytest.MonkeyPatch
+    decode_path: str, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if decode_path == "torch":
-        from vllm_hydra import _custom_ops as ops
+    """Decodes through the fp8 C kernel (csrc/cpu/attention_fp8.c) and the gathered SDPA path."""
+    from vllm_hydra.attention.backends import torch_attn
 
-        monkeypatch.setattr(ops, "paged_attention_decode_supported", lambda *a: False)
-    batch = Batch("torch", REQUESTS)
+    if decode_path == "torch":
+        monkeypatch.setattr(torch_attn, "paged_attention_decode_fp8_supported", lambda *a: False)
+    batch = Batch("torch", REQUESTS, dtype=dtype)
+    meta = batch.plan([(n, c + n, b) for c, n, b, *_ in batch.seqs])
+    assert (meta.decode_kernel_batch is not None) == (decode_path == "kernel")
+    atol = 1e-5 if dtype == torch.float32 else 2e-2
     for got, want in zip(batch.run(), expected(batch), strict=True):
+        torch.testing.assert_close(got.float(), want, atol=atol, rtol=0)
+
+
+def test_fp8_decode_kernel_honours_the_sliding_window() -> None:
+    batch = Batch("torch", [(40, 1), (9, 1)], window=8)
+    for (c, _, _, q, k, v), got in zip(batch.seqs, batch.run(), strict=True):
+        start = max(0, c + 1 - 8)
+        want = dense(q[c:], roundtrip(k, K_SCALE)[start:], roundtrip(v, V_SCALE)[start:])
         torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 

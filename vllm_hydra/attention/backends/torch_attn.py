@@ -11,9 +11,10 @@ KV head's query heads laid out as its query rows (see `_decode`). Which of the t
 the decode plan for it, is decided once per step by `TorchAttentionMetadataBuilder` and carried
 in `TorchAttentionMetadata` to every layer.
 
-An fp8 cache (`cache.cache_dtype=fp8`) holds K / k_scale and V / v_scale in e4m3; the gathers
-read them back times their scales, and a whole prompt with nothing cached before it attends over
-its own K/V before they are rounded (as vLLM's CPU backend does).
+An fp8 cache (`cache.cache_dtype=fp8`) holds K / k_scale and V / v_scale in e4m3: decodes run in
+its own C kernel (csrc/cpu/attention_fp8.c), the gathers read it back times its scales, and a
+whole prompt with nothing cached before it attends over its own K/V before they are rounded (as
+vLLM's CPU backend does).
 
 Measured (2 threads, this project's 2-core CPU; one layer's decode step for 64 sequences of
 32-768 tokens, 12 query / 4 KV heads, head size 64, block size 16, blocks scattered): the
@@ -46,6 +47,10 @@ from vllm_hydra.attention.kv_cache_quant import (
     dequantize_kv,
     is_fp8_kv_cache,
     quantize_kv,
+)
+from vllm_hydra.attention.ops.cpu_fp8_attention import (
+    paged_attention_decode_fp8,
+    paged_attention_decode_fp8_supported,
 )
 
 # Decodes per padded SDPA call, times the cache's bytes per element: more amortises the
@@ -160,9 +165,10 @@ class TorchAttentionMetadataBuilder(AttentionMetadataBuilder):
             dtype=spec.kv_cache_dtype,
             device=self.device,
         )
+        heads = (spec.num_heads, spec.num_kv_heads)
         self.use_decode_kernel = ops.paged_attention_decode_supported(
-            query, cache, spec.num_heads, spec.num_kv_heads
-        )
+            query, cache, *heads
+        ) or paged_attention_decode_fp8_supported(query, cache, *heads)
         self.group_size = max(1, DECODE_GROUP_BYTES // spec.kv_cache_dtype.itemsize)
 
     def build(self, common: AttentionMetadata) -> TorchAttentionMetadata:
@@ -338,17 +344,13 @@ class TorchAttentionImpl(AttentionImpl):
         """
         batch = meta.decode_kernel_batch
         if batch is not None:
-            ops.paged_attention_decode(
-                out,
-                q,
-                kv_cache,
-                meta.block_table,
-                batch.tokens,
-                batch.reqs,
-                batch.seq_lens,
-                self.scale,
-                self.sliding_window,
-            )
+            args = (out, q, kv_cache, meta.block_table, batch.tokens, batch.reqs, batch.seq_lens)
+            if is_fp8_kv_cache(kv_cache):
+                paged_attention_decode_fp8(
+                    *args, self.scale, self.sliding_window, self.k_scale, self.v_scale
+                )
+            else:
+                ops.paged_attention_decode(*args, self.scale, self.sliding_window)
             return
         if not meta.decode_groups:
             return
