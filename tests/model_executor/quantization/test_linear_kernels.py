@@ -108,3 +108,43 @@ def test_triton_int8_dequant_gemm_matches_torch(group_size: int, rows: int) -> N
     got = int8_dequant_gemm(x, layer.weight, layer.weight_scale)
     want = x.double() @ w.t()
     torch.testing.assert_close(got.double(), want, atol=1e-5 * want.abs().max(), rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("rows", [1, 16, 17, 40])
+def test_cpu_fp8_weight_only_matches_dequantized(rows: int, dtype: torch.dtype) -> None:
+    """csrc/cpu/fp8_gemm.c: the register-widening GEMV up to 16 rows, dequantize-then-GEMM past."""
+    from vllm_hydra.model_executor.layers.quantization.fp8 import Fp8LinearMethod, quantize_fp8
+    from vllm_hydra.model_executor.layers.quantization.cpu_fp8_linear import (
+        fp8_linear_cpu_supported,
+    )
+
+    gen = torch.Generator().manual_seed(3)
+    q, scale = quantize_fp8(torch.randn(OUT, IN, generator=gen), dim=1)
+    q[0, :3] = torch.tensor([0.001, -0.004, 0.0]).to(q.dtype)  # subnormal and zero codes
+    layer = nn.Module()
+    layer.weight = nn.Parameter(q, requires_grad=False)
+    layer.weight_scale = nn.Parameter(scale, requires_grad=False)
+    method = Fp8LinearMethod(online=False, activation_fp8=False)
+    method.process_weights_after_loading(layer)
+    x = torch.randn(rows, IN, generator=gen).to(dtype)
+    assert fp8_linear_cpu_supported(x, layer.weight)
+    bias = torch.randn(OUT).to(dtype)
+    got = method.apply(layer, x, bias)
+    want = x.double() @ (q.double() * scale.double()).t() + bias.double()
+    assert got.dtype == dtype
+    torch.testing.assert_close(got.double(), want, atol=TOL[dtype] * want.abs().max(), rtol=0)
+
+
+@pytest.mark.parametrize("rows", [16, 32])
+def test_cpu_fp8_kernels_decode_every_e4m3_code_exactly(rows: int) -> None:
+    """All 254 finite codes (normals, subnormals, both zeros) through both kernels, read back
+    through an identity product in fp32: bit-equal to torch's cast."""
+    from vllm_hydra.model_executor.layers.quantization.cpu_fp8_linear import fp8_linear_cpu
+
+    codes = torch.arange(256, dtype=torch.uint8)
+    codes = codes[(codes & 0x7F) != 0x7F].reshape(-1)  # drop the two NaNs
+    weight = torch.cat([codes, codes[:2]]).reshape(16, 16).view(torch.float8_e4m3fn)
+    x = torch.eye(16).repeat(rows // 16, 1)
+    got = fp8_linear_cpu(x, weight.contiguous(), torch.ones(16), None)
+    assert torch.equal(got[:16], weight.float().t())

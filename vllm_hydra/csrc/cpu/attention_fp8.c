@@ -9,32 +9,11 @@
 // block_table int32 [num_reqs, bt_stride]; work item i is query row tokens[i] of request reqs[i]
 // over its seq_lens[i] tokens (the last sliding_window of them when that is > 0).
 
-#include "common.h"
+#include "fp8.h"
 
 #define FP8_MAX_HEAD_SIZE 256
 #define FP8_MAX_GROUP 32  // query heads per KV head
 #define FP8_TILE 16
-
-typedef uint8_t v16b __attribute__((vector_size(16)));
-
-// 16 e4m3fn bytes -> 16 floats: normals rebias the exponent (7 -> 127), subnormals are
-// mantissa * 2^-9; the NaN encodings (0x7f, 0xff) never occur in a saturated cache.
-static inline __attribute__((always_inline)) v16f load16_e4m3(const uint8_t *src) {
-    v16b raw;
-    memcpy(&raw, src, sizeof raw);
-    const v16u b = __builtin_convertvector(raw, v16u);
-    const v16u sign = (b & 0x80u) << 24, exponent = (b >> 3) & 0xFu, mantissa = b & 7u;
-    const v16u normal = sign | ((exponent + 120u) << 23) | (mantissa << 20);
-    v16f sub = __builtin_convertvector(mantissa, v16f) * (1.0f / 512.0f);
-    v16u sub_bits;
-    memcpy(&sub_bits, &sub, sizeof sub_bits);
-    sub_bits |= sign;
-    const v16u is_sub = (v16u)(exponent == 0u);  // all ones where subnormal (or zero)
-    const v16u bits = (is_sub & sub_bits) | (~is_sub & normal);
-    v16f out;
-    memcpy(&out, &bits, sizeof out);
-    return out;
-}
 
 static inline float fp8_hsum16(v16f v) {
     float s = 0.0f;
