@@ -34,7 +34,8 @@ def _run_attention(
     lengths (which Dynamo would guard on and recompile for every step) and launch their own
     kernels. The model is compiled piecewise between attention calls, as in vLLM."""
     if layer.calculate_kv_scales and attn_metadata is not None:
-        layer.calc_kv_scales(key[: attn_metadata.num_actual_tokens], value)
+        n = attn_metadata.num_actual_tokens  # not the padding past them
+        layer.calc_kv_scales(key[:n], value[:n])
     impl = layer.impl
     impl.k_scale, impl.v_scale = layer._k_scale, layer._v_scale
     return impl.forward(query, key, value, kv_cache, attn_metadata)
@@ -72,9 +73,8 @@ class Attention(nn.Module):
 
     def calc_kv_scales(self, key: torch.Tensor, value: torch.Tensor) -> None:
         """k_scale / v_scale from this batch's keys and values (vLLM's rule), once."""
-        n = key.shape[0]
         self._k_scale.copy_(compute_kv_scale(key, K_SCALE_CONSTANT))
-        self._v_scale.copy_(compute_kv_scale(value[:n], V_SCALE_CONSTANT))
+        self._v_scale.copy_(compute_kv_scale(value, V_SCALE_CONSTANT))
         self.calculate_kv_scales = False
 
     def forward(
