@@ -19,23 +19,21 @@ OUT, IN = 96, 256
 
 
 def int4_layer(
-    group_size: int, dtype: torch.dtype, seed: int = 0
+    group_size: int, dtype: torch.dtype, seed: int = 0, out_features: int = OUT
 ) -> tuple[nn.Module, torch.Tensor]:
     """A layer with the int4 runtime layout (random codes, scales, zero points) and its W."""
     gen = torch.Generator().manual_seed(seed)
     groups = 1 if group_size == -1 else IN // group_size
-    codes = torch.randint(0, 16, (OUT, IN), generator=gen)
-    scale = (torch.rand(OUT, groups, generator=gen) * 0.05 + 0.01).to(dtype)
-    zero = torch.randint(0, 16, (OUT, groups), generator=gen).to(dtype)
+    codes = torch.randint(0, 16, (out_features, IN), generator=gen)
+    scale = (torch.rand(out_features, groups, generator=gen) * 0.05 + 0.01).to(dtype)
+    zero = torch.randint(0, 16, (out_features, groups), generator=gen).to(dtype)
     layer = nn.Module()
     layer.weight_packed = nn.Parameter(pack_int4(codes), requires_grad=False)
     layer.weight_scale = nn.Parameter(scale, requires_grad=False)
     layer.weight_zero_point = nn.Parameter(zero, requires_grad=False)
     g = IN // groups
-    w = (codes.double() - zero.double().repeat_interleave(g, 1)) * scale.double().repeat_interleave(
-        g, 1
-    )
-    return layer, w
+    zeros, scales = (t.double().repeat_interleave(g, 1) for t in (zero, scale))
+    return layer, (codes.double() - zeros) * scales
 
 
 def int8_layer(group_size: int, seed: int = 0) -> tuple[nn.Module, torch.Tensor]:
@@ -67,6 +65,18 @@ def test_cpu_int4_gemm_matches_dequantized(group_size: int, dtype: torch.dtype, 
     want = x.double() @ w.t() + bias.double()
     assert got.dtype == dtype
     torch.testing.assert_close(got.double(), want, atol=TOL[dtype] * want.abs().max(), rtol=0)
+
+
+def test_cpu_int4_shapes_the_kernel_lacks_dequantize_instead() -> None:
+    """torch's CPU int4 GEMM needs out features in multiples of 16 (a tp shard may not be)."""
+    layer, w = int4_layer(128, torch.float32, out_features=40)
+    method = Int4LinearMethod(128)
+    method.process_weights_after_loading(layer)
+    assert layer.cpu_int4_group is None
+    x = torch.randn(3, IN)
+    want = x.double() @ w.t()
+    got = method.apply(layer, x, None).double()
+    torch.testing.assert_close(got, want, atol=1e-4 * want.abs().max(), rtol=0)
 
 
 @pytest.mark.parametrize("rows", [1, INT8_PACKED_MAX_ROWS, INT8_PACKED_MAX_ROWS + 1, 64])
@@ -114,10 +124,10 @@ def test_triton_int8_dequant_gemm_matches_torch(group_size: int, rows: int) -> N
 @pytest.mark.parametrize("rows", [1, 16, 17, 40])
 def test_cpu_fp8_weight_only_matches_dequantized(rows: int, dtype: torch.dtype) -> None:
     """csrc/cpu/fp8_gemm.c: the register-widening GEMV up to 16 rows, dequantize-then-GEMM past."""
-    from vllm_hydra.model_executor.layers.quantization.fp8 import Fp8LinearMethod, quantize_fp8
     from vllm_hydra.model_executor.layers.quantization.cpu_fp8_linear import (
         fp8_linear_cpu_supported,
     )
+    from vllm_hydra.model_executor.layers.quantization.fp8 import Fp8LinearMethod, quantize_fp8
 
     gen = torch.Generator().manual_seed(3)
     q, scale = quantize_fp8(torch.randn(OUT, IN, generator=gen), dim=1)

@@ -34,6 +34,7 @@ from vllm_hydra.model_executor.layers.quantization.int8 import dequantize_groupe
 # divides its input, each group repeating the channel's scale and zero point.
 CPU_INT4_GROUPS = (256, 128, 64, 32)
 CPU_INT4_INNER_K_TILES = 2  # K must be a multiple of 16 * this
+CPU_INT4_OUT_MULTIPLE = 16  # and N of this
 
 
 def pack_int4(codes: torch.Tensor) -> torch.Tensor:
@@ -110,7 +111,11 @@ def to_cpu_int4pack(layer: nn.Module) -> None:
     group = in_features // groups
     if groups == 1:
         group = next((g for g in CPU_INT4_GROUPS if in_features % g == 0), 0)
-    if group not in CPU_INT4_GROUPS or in_features % (16 * CPU_INT4_INNER_K_TILES):
+    if (
+        group not in CPU_INT4_GROUPS
+        or in_features % (16 * CPU_INT4_INNER_K_TILES)
+        or out_features % CPU_INT4_OUT_MULTIPLE
+    ):
         return
     repeat = in_features // group // groups
     scale = layer.weight_scale.data.float().repeat_interleave(repeat, dim=1)
