@@ -320,6 +320,7 @@ def _quant_product(method: str, layout: tuple, x: torch.Tensor) -> Callable[[], 
     layer = torch.nn.Module()
     layer.weight, layer.weight_scale = layout
     fp8 = Fp8LinearMethod(online=False, activation_fp8=device_has_fp8_gemm(x.device))
+    fp8.process_weights_after_loading(layer)  # as the loader does
     return functools.partial(fp8.apply, layer, x, None)
 
 
