@@ -1,7 +1,9 @@
-"""GPU checks for the Triton attention backend and CUDA graphs (needs an NVIDIA GPU).
+"""GPU checks for the Triton attention backend, CUDA graphs and quantization (needs an NVIDIA
+GPU).
 
-    python scripts/gpu_check.py                    # all three checks
+    python scripts/gpu_check.py                    # all four checks
     python scripts/gpu_check.py --checks kernels bench --bench-context 4096
+    python scripts/gpu_check.py --checks quant --quant-batch-sizes 1 64
 
 1. kernels: the Triton kernels against the torch backend on CUDA in bf16 and fp16 (mixed
    prefill/decode batches, prefix hits, partial blocks, GQA 1/4/8, head sizes 64/128, block
@@ -11,6 +13,11 @@
    known GPUs, and measured with a device-to-device copy).
 3. e2e: greedy tokens through the offline LLM with compilation=cudagraph and compilation=none
    (both attention.backend=triton), which must be identical, with their output tokens/s.
+4. quant: the quantized linear products on Llama-3-8B shapes (int4 group 128 and int8 through
+   the Triton dequant GEMMs, fp8 through torch._scaled_mm where the device has fp8 GEMMs, else
+   weight-only) against the dequantized weight in fp32, with time and achieved weight-read
+   bandwidth beside a bf16 F.linear; and the fp8 KV cache in the Triton attention kernels
+   against the torch backend over the same e4m3 values.
 
 Exits 1 at the first failed check, 2 when there is no CUDA device.
 """
@@ -24,8 +31,12 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from vllm_hydra.attention import AttentionMetadata
 
 # Peak DRAM bandwidth (bytes/s) by a substring of torch.cuda.get_device_name(), most specific
 # first. Vendor data sheets.
@@ -74,8 +85,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         epilog="Exits 1 when a check fails, 2 when no CUDA device is present.",
     )
     parser.add_argument(
-        "--checks", nargs="+", choices=("kernels", "bench", "e2e"),
-        default=["kernels", "bench", "e2e"],
+        "--checks", nargs="+", choices=("kernels", "bench", "e2e", "quant"),
+        default=["kernels", "bench", "e2e", "quant"],
     )  # fmt: skip
     parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=["bf16", "fp16"])
     parser.add_argument("--bench-batch-sizes", type=int, nargs="+", default=[1, 8, 32, 128])
@@ -86,6 +97,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--e2e-overrides", nargs="*", default=["model.dtype=float32"],
         help="Hydra overrides for the end-to-end run (default: the embedded tiny model, fp32)",
+    )  # fmt: skip
+    parser.add_argument("--quant-batch-sizes", type=int, nargs="+", default=[1, 16, 128])
+    parser.add_argument(
+        "--quant-shapes", type=int, nargs="+", default=[4096, 4096, 14336, 4096],
+        help="(out, in) pairs of the linear layers, flat (default: Llama-3-8B's o_proj, up_proj)",
     )  # fmt: skip
     parser.add_argument("--e2e-prompts", type=int, default=32)
     parser.add_argument("--e2e-output-len", type=int, default=64)
@@ -125,9 +141,10 @@ def check_kernel_case(case: KernelCase, dtype: torch.dtype) -> tuple[float, floa
     def split(qkv: torch.Tensor) -> list[torch.Tensor]:
         return list(qkv.split([num_heads * size, NUM_KV_HEADS * size, NUM_KV_HEADS * size], -1))
 
-    ref = TorchAttentionImpl(*args).forward(*split(qkv32), cache32.clone(), meta)
+    plan = _torch_plan(meta, args, case.block_size)  # the torch backend reads its own plan
+    ref = TorchAttentionImpl(*args).forward(*split(qkv32), cache32.clone(), plan)
     cache, qkv = cache32.to(dtype), qkv32.to(dtype)
-    torch_out = TorchAttentionImpl(*args).forward(*split(qkv), cache.clone(), meta)
+    torch_out = TorchAttentionImpl(*args).forward(*split(qkv), cache.clone(), plan)
     tri_cache = cache.clone()
     if case.num_kv_splits is None:
         tri_out = TritonAttentionImpl(*args).forward(*split(qkv), tri_cache, meta)
@@ -210,9 +227,11 @@ def bench_decode(args: argparse.Namespace) -> None:
         v = torch.randn_like(k)
         kv_bytes = 2 * batch * ctx * num_kv_heads * size * cache.element_size()
         line = f"  batch {batch:4d}:"
+        impl_args = (num_heads, size, size**-0.5, num_kv_heads)
+        plans = {"triton": meta, "torch": _torch_plan(meta, impl_args, block_size, dtype)}
         for label, impl_cls in (("triton", TritonAttentionImpl), ("torch", TorchAttentionImpl)):
-            impl = impl_cls(num_heads, size, size**-0.5, num_kv_heads)
-            step = functools.partial(impl.forward, q, k, v, cache, meta)
+            impl = impl_cls(*impl_args)
+            step = functools.partial(impl.forward, q, k, v, cache, plans[label])
             seconds = _time_cuda(step, args.bench_iters)
             bw = kv_bytes / seconds
             share = f" ({100 * bw / peak:.0f}% of peak)" if peak else ""
@@ -252,6 +271,152 @@ def run_e2e(args: argparse.Namespace) -> bool:
     return same
 
 
+# ---- 4. quantization ----
+
+# Max |error| over max |reference| each product may show: bf16 rounding of the activations and
+# output (int4, int8, weight-only fp8), plus per-token e4m3 activations (fp8 GEMMs).
+QUANT_TOLERANCE = {"int4": 1e-2, "int8": 1e-2, "fp8": 6e-2, "bf16": 1e-2}
+
+
+def _quant_weights(out_f: int, in_f: int, device: str) -> dict[str, tuple]:
+    """Each method's weight layout for one layer, and its dequantized weight in fp32."""
+    from vllm_hydra.model_executor.layers.quantization.fp8 import quantize_fp8
+    from vllm_hydra.model_executor.layers.quantization.int4 import pack_int4
+    from vllm_hydra.model_executor.layers.quantization.int8 import quantize_int8_per_channel
+
+    gen = torch.Generator(device=device).manual_seed(0)
+    w = torch.randn(out_f, in_f, device=device, generator=gen) * 0.02
+    groups = in_f // 128
+    codes = torch.randint(0, 16, (out_f, in_f), device=device, generator=gen)
+    scale4 = torch.rand(out_f, groups, device=device, generator=gen) * 0.01 + 0.001
+    zero4 = torch.randint(0, 16, (out_f, groups), device=device, generator=gen).float()
+    w4 = (codes - zero4.repeat_interleave(128, 1)) * scale4.repeat_interleave(128, 1)
+    q8, s8 = quantize_int8_per_channel(w)
+    f8, sf8 = quantize_fp8(w, dim=1)
+    bf16 = torch.bfloat16
+    return {
+        "int4": ((pack_int4(codes), scale4.to(bf16), zero4.to(bf16)), w4),
+        "int8": ((q8, s8), q8.float() * s8),
+        "fp8": ((f8, sf8), f8.float() * sf8),
+        "bf16": ((w.to(bf16),), w.to(bf16).float()),
+    }
+
+
+def _quant_product(method: str, layout: tuple, x: torch.Tensor) -> Callable[[], torch.Tensor]:
+    import torch.nn.functional as F
+
+    from vllm_hydra.model_executor.layers.quantization import triton_dequant_gemm as tdg
+    from vllm_hydra.model_executor.layers.quantization.fp8 import (
+        Fp8LinearMethod,
+        device_has_fp8_gemm,
+    )
+
+    if method == "int4":
+        return functools.partial(tdg.int4_dequant_gemm, x, *layout)
+    if method == "int8":
+        return functools.partial(tdg.int8_dequant_gemm, x, *layout)
+    if method == "bf16":
+        return functools.partial(F.linear, x, layout[0])
+    layer = torch.nn.Module()
+    layer.weight, layer.weight_scale = layout
+    fp8 = Fp8LinearMethod(online=False, activation_fp8=device_has_fp8_gemm(x.device))
+    fp8.process_weights_after_loading(layer)  # as the loader does
+    return functools.partial(fp8.apply, layer, x, None)
+
+
+def _weight_bytes(layout: tuple) -> int:
+    return sum(t.numel() * t.element_size() for t in layout)
+
+
+def run_quant_checks(
+    args: argparse.Namespace,
+    device: str = "cuda",
+    kv_requests: list[tuple[int, int]] | None = None,
+) -> bool:
+    from vllm_hydra.model_executor.layers.quantization.fp8 import device_has_fp8_gemm
+
+    fp8_path = "torch._scaled_mm" if device_has_fp8_gemm(torch.device(device)) else "weight-only"
+    print(f"== quant: quantized linear products vs the dequantized weight in fp32 (bf16 "
+          f"activations; fp8 via {fp8_path}); time, weight-read GB/s")  # fmt: skip
+    ok, shapes = True, args.quant_shapes
+    timer = _time_cuda if device == "cuda" else _time_host
+    for out_f, in_f in zip(shapes[0::2], shapes[1::2], strict=True):
+        weights = _quant_weights(out_f, in_f, device)
+        for batch in args.quant_batch_sizes:
+            x = torch.randn(batch, in_f, device=device).to(torch.bfloat16)
+            line = f"  {out_f}x{in_f} batch {batch:4d}:"
+            for method, (layout, w) in weights.items():
+                product = _quant_product(method, layout, x)
+                ref = x.float() @ w.t()
+                error = ((product().float() - ref).abs().max() / ref.abs().max()).item()
+                passed = error <= QUANT_TOLERANCE[method]
+                ok &= passed
+                seconds = timer(product, args.bench_iters)
+                line += f"  {'' if passed else 'BAD '}{method} {seconds * 1e6:7.1f} us "
+                line += f"{_weight_bytes(layout) / seconds / 1e9:5.0f} GB/s err {error:.1e}"
+            print(line, flush=True)
+    return check_fp8_kv_cache(device, kv_requests) and ok
+
+
+def _time_host(fn: Callable[[], object], iters: int) -> float:
+    """Mean seconds per call on the host (the CPU self-test of this script)."""
+    fn()
+    start = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    return (time.perf_counter() - start) / iters
+
+
+def check_fp8_kv_cache(device: str = "cuda", requests: list[tuple[int, int]] | None = None) -> bool:
+    """The Triton backend on an fp8 cache against the torch backend on an fp32 cache holding
+    the same e4m3 values times their scales (the new K/V rounded the same way)."""
+    from vllm_hydra.attention.backends.torch_attn import TorchAttentionImpl
+    from vllm_hydra.attention.backends.triton_attn import TritonAttentionImpl
+    from vllm_hydra.attention.kv_cache_quant import dequantize_kv, quantize_kv
+
+    num_heads, size, block_size = NUM_KV_HEADS * 4, 128, 16
+    # Every query reads its keys back from the cache (context > 0).
+    requests = requests or [(c, n) for c, n in MIXED if c > 0]
+    num_blocks = sum(-(-(c + n) // block_size) for c, n in requests) + 8
+    meta = _metadata(requests, block_size, num_blocks, device)
+    n = meta.num_actual_tokens
+    gen = torch.Generator(device=device).manual_seed(0)
+    scales = torch.tensor([0.02], device=device), torch.tensor([0.01], device=device)
+    cache = torch.randn(2, num_blocks, block_size, NUM_KV_HEADS, size, device=device,
+                        generator=gen)  # fmt: skip
+    qkv = torch.randn(n, (num_heads + 2 * NUM_KV_HEADS) * size, device=device, generator=gen)
+    q, k, v = qkv.split([num_heads * size, NUM_KV_HEADS * size, NUM_KV_HEADS * size], -1)
+    fp8_cache = torch.stack([quantize_kv(cache[i], scales[i]) for i in (0, 1)])
+    k, v = (
+        dequantize_kv(quantize_kv(t, s), s, torch.float32)
+        for t, s in zip((k, v), scales, strict=True)
+    )
+    ref_cache = torch.stack([dequantize_kv(fp8_cache[i], scales[i], torch.float32) for i in (0, 1)])
+    args = (num_heads, size, size**-0.5, NUM_KV_HEADS)
+    ref = TorchAttentionImpl(*args).forward(q, k, v, ref_cache, _torch_plan(meta, args, block_size))
+    impl = TritonAttentionImpl(*args)
+    impl.k_scale, impl.v_scale = scales
+    out = impl.forward(q.bfloat16(), k.bfloat16(), v.bfloat16(), fp8_cache, meta)
+    error = (out.float() - ref).abs().max().item()
+    passed = error <= 2e-2
+    print(f"  {'ok ' if passed else 'BAD'} fp8 KV cache: Triton (bf16 queries) vs torch over the "
+          f"same e4m3 values: max abs error {error:.2e}")  # fmt: skip
+    return passed
+
+
+def _torch_plan(
+    meta: AttentionMetadata, args: tuple, block_size: int, dtype: torch.dtype = torch.float32
+) -> AttentionMetadata:
+    """The torch backend's metadata (its decode plan) for the common metadata `meta`; args are
+    the impl's (num_heads, head_size, scale, num_kv_heads[, sliding_window])."""
+    from vllm_hydra.attention.backends.abstract import AttentionSpec
+    from vllm_hydra.attention.backends.torch_attn import TorchAttentionMetadataBuilder
+
+    num_heads, size, _, num_kv_heads, *window = args
+    spec = AttentionSpec(block_size, num_heads, num_kv_heads, size, dtype, dtype, *window)
+    return TorchAttentionMetadataBuilder(spec, meta.seq_lens.device).build(meta)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not torch.cuda.is_available():
@@ -268,6 +433,8 @@ def main(argv: list[str] | None = None) -> int:
     if "bench" in args.checks:
         bench_decode(args)
     if "e2e" in args.checks and not run_e2e(args):
+        return 1
+    if "quant" in args.checks and not run_quant_checks(args):
         return 1
     return 0
 

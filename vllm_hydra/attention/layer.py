@@ -1,7 +1,8 @@
 """`Attention`: the model-side attention layer over a paged KV cache.
 
 Models hand it q/k/v after their projections and rotary embedding, plus this layer's KV cache
-and the step's metadata, both passed explicitly (no global forward context).
+and the step's metadata, both passed explicitly (no global forward context). The layer holds
+its fp8 KV cache scales (`_k_scale`, `_v_scale`, as in vLLM; unused by other cache dtypes).
 """
 
 from __future__ import annotations
@@ -11,14 +12,18 @@ from torch import nn
 
 from vllm_hydra.attention.backends.abstract import (
     AttentionBackend,
-    AttentionImpl,
     AttentionMetadata,
+)
+from vllm_hydra.attention.kv_cache_quant import (
+    K_SCALE_CONSTANT,
+    V_SCALE_CONSTANT,
+    compute_kv_scale,
 )
 
 
 @torch.compiler.disable
 def _run_attention(
-    impl: AttentionImpl,
+    layer: Attention,
     query: torch.Tensor,
     key: torch.Tensor,
     value: torch.Tensor,
@@ -28,6 +33,11 @@ def _run_attention(
     """The backend's attention, kept out of torch.compile's graphs: backends read host-side
     lengths (which Dynamo would guard on and recompile for every step) and launch their own
     kernels. The model is compiled piecewise between attention calls, as in vLLM."""
+    if layer.calculate_kv_scales and attn_metadata is not None:
+        n = attn_metadata.num_actual_tokens  # not the padding past them
+        layer.calc_kv_scales(key[:n], value[:n])
+    impl = layer.impl
+    impl.k_scale, impl.v_scale = layer._k_scale, layer._v_scale
     return impl.forward(query, key, value, kv_cache, attn_metadata)
 
 
@@ -55,6 +65,17 @@ class Attention(nn.Module):
         self.attn_backend = attn_backend
         impl_cls = attn_backend.get_impl_cls()
         self.impl = impl_cls(num_heads, head_size, scale, num_kv_heads, sliding_window)
+        # fp8 KV cache scales (float32 [1], on the model's device; 1.0 unless calculated).
+        self.register_buffer("_k_scale", torch.ones(1, dtype=torch.float32), persistent=False)
+        self.register_buffer("_v_scale", torch.ones(1, dtype=torch.float32), persistent=False)
+        # Set by the model runner once warm-up is over: the next real batch sets the scales.
+        self.calculate_kv_scales = False
+
+    def calc_kv_scales(self, key: torch.Tensor, value: torch.Tensor) -> None:
+        """k_scale / v_scale from this batch's keys and values (vLLM's rule), once."""
+        self._k_scale.copy_(compute_kv_scale(key, K_SCALE_CONSTANT))
+        self._v_scale.copy_(compute_kv_scale(value, V_SCALE_CONSTANT))
+        self.calculate_kv_scales = False
 
     def forward(
         self,
@@ -68,7 +89,7 @@ class Attention(nn.Module):
 
         attn_metadata None (a profiling run) leaves the cache untouched and returns zeros.
         """
-        return _run_attention(self.impl, query, key, value, kv_cache, attn_metadata)
+        return _run_attention(self, query, key, value, kv_cache, attn_metadata)
 
     def extra_repr(self) -> str:
         return (

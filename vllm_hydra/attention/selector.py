@@ -17,6 +17,7 @@ from vllm_hydra.attention.backends.abstract import (
     AttentionSpec,
 )
 from vllm_hydra.attention.backends.torch_attn import TorchAttentionBackend
+from vllm_hydra.attention.kv_cache_quant import kv_cache_torch_dtype
 from vllm_hydra.config.attention import AttentionBackendName
 from vllm_hydra.config.memory_plan import kv_heads_per_rank
 from vllm_hydra.config.vllm import VllmConfig
@@ -55,7 +56,7 @@ def attention_spec(vllm_config: VllmConfig) -> AttentionSpec:
         num_kv_heads=kv_heads_per_rank(vllm_config),
         head_size=arch.head_dim,
         dtype=getattr(torch, vllm_config.model.dtype.value),
-        kv_cache_dtype=getattr(torch, vllm_config.cache.cache_dtype.value),
+        kv_cache_dtype=kv_cache_torch_dtype(vllm_config.cache.cache_dtype.value),
         sliding_window=arch.sliding_window,
     )
 

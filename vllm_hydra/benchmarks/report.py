@@ -116,6 +116,30 @@ CAMPAIGNS = (
         "Every job shares the machine's cores between its tp x dp ranks (torch threads per "
         "rank = cores / world size), so on 2 cores parallelism adds communication, not compute.",
     ),
+    Campaign(
+        "bench-125m-quant-throughput",
+        "Online quantization, throughput, bench-125m (random weights)",
+        (
+            "bench.mode=throughput",
+            "model=bench-125m",
+            "load=dummy",
+            "model.quantization=null,int8,fp8",
+        ),
+        "Weight-only int8 (torch's int8 GEMM up to 16 rows, the dequantized weight in a bf16 "
+        "GEMM past that) and fp8 (dequantized on the fly: the CPU has no fp8 GEMM) against the "
+        "bf16 weights; see the notes below for which wins where and why.",
+    ),
+    Campaign(
+        "bench-125m-quant-latency",
+        "Online quantization, latency at batch 1 and 64, bench-125m (random weights)",
+        (
+            "bench.mode=latency",
+            "bench.batch_size=1,64",
+            "model=bench-125m",
+            "load=dummy",
+            "model.quantization=null,int8,fp8",
+        ),
+    ),
 )
 
 

@@ -12,6 +12,15 @@ class CacheDType(Enum):
     float32 = "float32"
     bfloat16 = "bfloat16"
     float16 = "float16"
+    # fp8 e4m3 with one float32 scale per layer for K and one for V (vLLM's k_scale/v_scale);
+    # vLLM's two spellings of the same format.
+    fp8 = "fp8"
+    fp8_e4m3 = "fp8_e4m3"
+
+
+# Bytes per cached K or V element.
+CACHE_DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "fp8": 1, "fp8_e4m3": 1}
+FP8_CACHE_DTYPES = (CacheDType.fp8, CacheDType.fp8_e4m3)
 
 
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
@@ -35,6 +44,9 @@ class CacheConfig:
     # Takes a number in GiB or a size with its unit: 512MiB, 4GiB, 4GB.
     kv_cache_memory_gib: Any = None
     cache_dtype: CacheDType = CacheDType.auto
+    # fp8 cache only: set k_scale / v_scale from the first batch's keys and values (vLLM's
+    # amax / K_SCALE_CONSTANT, amax / V_SCALE_CONSTANT); false keeps both at 1.0.
+    calculate_kv_scales: bool = False
     enable_prefix_caching: bool = True
     # Use exactly this many KV blocks instead of sizing from memory.
     num_blocks_override: int | None = None

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vllm_hydra.config.attention import AttentionBackendName
+from vllm_hydra.config.cache import FP8_CACHE_DTYPES
 from vllm_hydra.config.chat_template import check_chat_template
 from vllm_hydra.config.compilation import CompilationMode
 from vllm_hydra.config.device import DeviceType
@@ -632,6 +633,18 @@ def _set(values: Iterable[object]) -> str:
     return "{" + ", ".join(str(v) for v in values) + "}"
 
 
+def check_kv_scales_need_fp8_cache(config: VllmConfig) -> list[str]:
+    """k_scale / v_scale exist only for an fp8 cache: the key would do nothing otherwise."""
+    cache = config.cache
+    if not cache.calculate_kv_scales or cache.cache_dtype in FP8_CACHE_DTYPES:
+        return []
+    return [
+        f"cache.calculate_kv_scales=true needs an fp8 KV cache, but cache.cache_dtype="
+        f"{cache.cache_dtype.value} keeps K/V unscaled. Use cache.cache_dtype=fp8 or "
+        f"cache.calculate_kv_scales=false."
+    ]
+
+
 # The cross-section rules, in the order their messages are reported.
 def check_quant_groups_split(config: VllmConfig) -> list[str]:
     """A group-quantized checkpoint keeps whole groups on each rank of every linear input."""
@@ -677,6 +690,7 @@ CONFIG_RULES: tuple[Callable[[VllmConfig], list[str]], ...] = (
     check_structured_outputs,
     check_chat_template,
     check_tool_calling,
+    check_kv_scales_need_fp8_cache,
 )
 
 # Rules that depend on the machine (skipped or relaxed for dry runs).

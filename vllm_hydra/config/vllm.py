@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from vllm_hydra.config.attention import AttentionConfig
-from vllm_hydra.config.cache import CacheConfig
+from vllm_hydra.config.cache import CACHE_DTYPE_BYTES, CacheConfig
 from vllm_hydra.config.compilation import CompilationConfig
 from vllm_hydra.config.device import DeviceConfig
 from vllm_hydra.config.load import LoadConfig
@@ -85,4 +85,4 @@ class VllmConfig(EngineSections):
 
     @property
     def cache_dtype_bytes(self) -> int:
-        return DTYPE_BYTES[self.cache.cache_dtype.value]
+        return CACHE_DTYPE_BYTES[self.cache.cache_dtype.value]

@@ -22,6 +22,8 @@ import torch
 from torch import nn
 
 from vllm_hydra.attention.backends.abstract import AttentionMetadata
+from vllm_hydra.attention.kv_cache_quant import kv_cache_torch_dtype
+from vllm_hydra.attention.layer import Attention
 from vllm_hydra.attention.selector import get_attn_backend, get_attn_metadata_builder
 from vllm_hydra.compilation.cuda_graph import CUDAGraphRunner
 from vllm_hydra.compilation.torch_compile import ModelForward, compile_model
@@ -54,7 +56,7 @@ class ModelRunner:
         self.device = device
         self.block_size = vllm_config.cache.block_size
         self.vocab_size = vllm_config.arch.vocab_size
-        self.kv_cache_dtype = TORCH_DTYPES[vllm_config.cache.cache_dtype.value]
+        self.kv_cache_dtype = kv_cache_torch_dtype(vllm_config.cache.cache_dtype.value)
         self.attn_backend = get_attn_backend(vllm_config.attention.backend.value)
         self.attn_metadata_builder = get_attn_metadata_builder(vllm_config, device)
         self.model: nn.Module | None = None
@@ -96,6 +98,15 @@ class ModelRunner:
             self._warm_up_compiled_model()
         elif mode is CompilationMode.cudagraph:
             self._capture_cudagraphs()
+        if self.config.cache.calculate_kv_scales:
+            self._calculate_kv_scales_on_next_batch()
+
+    def _calculate_kv_scales_on_next_batch(self) -> None:
+        """The first real batch after warm-up sets each layer's fp8 k_scale / v_scale (the
+        dummy batches of profiling and warm-up must not)."""
+        for module in self._model().modules():
+            if isinstance(module, Attention):
+                module.calculate_kv_scales = True
 
     def _warm_up_compiled_model(self) -> None:
         """A 2-token batch (the graphs dynamic in tokens) and a 1-token one (Dynamo

@@ -5,6 +5,7 @@ formats and options the engine cannot run are refused by the config stage."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,18 @@ def test_group_that_splits_under_tp_is_refused(tmp_path: Path) -> None:
     # o_proj's input (256) over tp=4 leaves 64 per rank: half a group of 128.
     with pytest.raises(ConfigError, match="group_size=128, which does not divide"):
         _config_with(tmp_path, {}, "parallel.tp=4")
+
+
+def test_fp8_without_fp8_gemms_falls_back_to_weight_only_with_a_log_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A device without fp8 GEMMs (here the CPU) keeps activations in the model dtype and says
+    so once; the layers then dequantize the e4m3 weights on the fly."""
+    from vllm_hydra.model_executor.layers.quantization.fp8 import Fp8Config, Fp8LinearMethod
+
+    logger = "vllm_hydra.model_executor.layers.quantization.fp8"
+    with caplog.at_level(logging.INFO, logger=logger):
+        config = Fp8Config(torch.device("cpu"))
+    assert "has no fp8 GEMM" in caplog.text and "(weight-only)" in caplog.text
+    method = config.get_linear_method()
+    assert isinstance(method, Fp8LinearMethod) and not method.activation_fp8

@@ -124,6 +124,10 @@ class AttentionImpl(ABC):
         self.scale = scale
         self.num_kv_heads = num_kv_heads
         self.sliding_window = sliding_window
+        # The layer's fp8 KV cache scales (float32 [1]), set by `Attention` before each call;
+        # read only when the cache is fp8 (stored = x / scale).
+        self.k_scale = torch.ones(1)
+        self.v_scale = torch.ones(1)
 
     @abstractmethod
     def forward(

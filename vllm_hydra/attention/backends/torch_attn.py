@@ -11,6 +11,11 @@ KV head's query heads laid out as its query rows (see `_decode`). Which of the t
 the decode plan for it, is decided once per step by `TorchAttentionMetadataBuilder` and carried
 in `TorchAttentionMetadata` to every layer.
 
+An fp8 cache (`cache.cache_dtype=fp8`) holds K / k_scale and V / v_scale in e4m3: decodes run in
+its own C kernel (csrc/cpu/attention_fp8.c), the gathers read it back times its scales, and a
+whole prompt with nothing cached before it attends over its own K/V before they are rounded (as
+vLLM's CPU backend does).
+
 Measured (2 threads, this project's 2-core CPU; one layer's decode step for 64 sequences of
 32-768 tokens, 12 query / 4 KV heads, head size 64, block size 16, blocks scattered): the
 kernel 1.9-2.1 ms in bf16 with the cache in the last-level cache, 2.8 ms per layer over 12 layers'
@@ -37,6 +42,16 @@ from vllm_hydra.attention.backends.abstract import (
     AttentionMetadataBuilder,
     AttentionSpec,
 )
+from vllm_hydra.attention.kv_cache_quant import (
+    FP8_KV_DTYPE,
+    dequantize_kv,
+    is_fp8_kv_cache,
+    quantize_kv,
+)
+from vllm_hydra.attention.ops.cpu_fp8_attention import (
+    paged_attention_decode_fp8,
+    paged_attention_decode_fp8_supported,
+)
 
 # Decodes per padded SDPA call, times the cache's bytes per element: more amortises the
 # per-call cost, fewer wastes less padding and memory. Measured best: 8 in bf16, 4 in fp32.
@@ -58,13 +73,30 @@ class TorchAttentionBackend(AttentionBackend):
 
 
 def write_to_kv_cache(
-    key: torch.Tensor, value: torch.Tensor, kv_cache: torch.Tensor, slot_mapping: torch.Tensor
+    key: torch.Tensor,
+    value: torch.Tensor,
+    kv_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+    k_scale: torch.Tensor | None = None,
+    v_scale: torch.Tensor | None = None,
 ) -> None:
-    """Store key/value [T, num_kv_heads, head_size] at their slots of the paged cache."""
+    """Store key/value [T, num_kv_heads, head_size] at their slots of the paged cache (an fp8
+    cache stores them divided by k_scale / v_scale)."""
     _, num_blocks, block_size, num_kv_heads, head_size = kv_cache.shape
     flat = kv_cache.view(2, num_blocks * block_size, num_kv_heads, head_size)
-    flat[0].index_copy_(0, slot_mapping, key.to(kv_cache.dtype))
-    flat[1].index_copy_(0, slot_mapping, value.to(kv_cache.dtype))
+    if is_fp8_kv_cache(kv_cache):
+        # index_copy_ has no fp8 kernel: copy the bytes.
+        ones = torch.ones(1, device=key.device)
+        key = quantize_kv(key, ones if k_scale is None else k_scale).view(torch.uint8)
+        value = quantize_kv(value, ones if v_scale is None else v_scale).view(torch.uint8)
+        flat = flat.view(torch.uint8)
+    flat[0].index_copy_(0, slot_mapping, key.to(flat.dtype))
+    flat[1].index_copy_(0, slot_mapping, value.to(flat.dtype))
+
+
+def read_kv(x: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Gathered cache rows in the queries' dtype (an fp8 cache's times its scale)."""
+    return dequantize_kv(x, scale, dtype) if x.dtype == FP8_KV_DTYPE else x.to(dtype)
 
 
 def gather_blocks(
@@ -133,9 +165,10 @@ class TorchAttentionMetadataBuilder(AttentionMetadataBuilder):
             dtype=spec.kv_cache_dtype,
             device=self.device,
         )
+        heads = (spec.num_heads, spec.num_kv_heads)
         self.use_decode_kernel = ops.paged_attention_decode_supported(
-            query, cache, spec.num_heads, spec.num_kv_heads
-        )
+            query, cache, *heads
+        ) or paged_attention_decode_fp8_supported(query, cache, *heads)
         self.group_size = max(1, DECODE_GROUP_BYTES // spec.kv_cache_dtype.itemsize)
 
     def build(self, common: AttentionMetadata) -> TorchAttentionMetadata:
@@ -230,7 +263,7 @@ class TorchAttentionImpl(AttentionImpl):
         q = query[:n].reshape(n, self.num_heads, self.head_size)
         k = key[:n].reshape(n, self.num_kv_heads, self.head_size)
         v = value[:n].reshape(n, self.num_kv_heads, self.head_size)
-        write_to_kv_cache(k, v, kv_cache, meta.slot_mapping)
+        write_to_kv_cache(k, v, kv_cache, meta.slot_mapping, self.k_scale, self.v_scale)
         out = output[:n].view(n, self.num_heads, self.head_size)
         self._decode(q, out, kv_cache, meta)
         for i, q_len in enumerate(meta.query_lens_cpu):
@@ -265,7 +298,10 @@ class TorchAttentionImpl(AttentionImpl):
             k, v = k_new[start : start + q_len], v_new[start : start + q_len]
         else:
             k, v = gather_blocks(kv_cache, meta.block_table[i, first : first + num_blocks])
-            k, v = (x.flatten(0, 1)[: seq_len - offset].to(q.dtype) for x in (k, v))
+            k, v = (
+                read_kv(x.flatten(0, 1)[: seq_len - offset], scale, q.dtype)
+                for x, scale in ((k, self.k_scale), (v, self.v_scale))
+            )
         mask = self._prefill_mask(q_len, seq_len, offset, q.device)
         o = F.scaled_dot_product_attention(
             q[start : start + q_len].transpose(0, 1)[None],
@@ -308,17 +344,13 @@ class TorchAttentionImpl(AttentionImpl):
         """
         batch = meta.decode_kernel_batch
         if batch is not None:
-            ops.paged_attention_decode(
-                out,
-                q,
-                kv_cache,
-                meta.block_table,
-                batch.tokens,
-                batch.reqs,
-                batch.seq_lens,
-                self.scale,
-                self.sliding_window,
-            )
+            args = (out, q, kv_cache, meta.block_table, batch.tokens, batch.reqs, batch.seq_lens)
+            if is_fp8_kv_cache(kv_cache):
+                paged_attention_decode_fp8(
+                    *args, self.scale, self.sliding_window, self.k_scale, self.v_scale
+                )
+            else:
+                ops.paged_attention_decode(*args, self.scale, self.sliding_window)
             return
         if not meta.decode_groups:
             return
@@ -331,8 +363,12 @@ class TorchAttentionImpl(AttentionImpl):
             n = len(group.tokens)
             shape = (n, group.padded_len, self.num_kv_heads, self.head_size)
             k, v = (
-                x.view(shape).transpose(1, 2).to(q.dtype)
-                for x in gather_blocks(kv_cache, group.block_ids)
+                read_kv(x.view(shape), scale, q.dtype).transpose(1, 2)
+                for x, scale in zip(
+                    gather_blocks(kv_cache, group.block_ids),
+                    (self.k_scale, self.v_scale),
+                    strict=True,
+                )
             )
             q_g = queries[first : first + n].view(n, self.num_kv_heads, -1, self.head_size)
             o = F.scaled_dot_product_attention(q_g, k, v, attn_mask=group.mask, scale=self.scale)

@@ -60,7 +60,9 @@ class TritonAttentionImpl(AttentionImpl):
         k = key[:n].reshape(n, self.num_kv_heads, self.head_size)
         v = value[:n].reshape(n, self.num_kv_heads, self.head_size)
         key_cache, value_cache = kv_cache.unbind(0)
-        reshape_and_cache(k, v, key_cache, value_cache, attn_metadata.slot_mapping)
+        reshape_and_cache(
+            k, v, key_cache, value_cache, attn_metadata.slot_mapping, self.k_scale, self.v_scale
+        )
         unified_attention(
             q,
             key_cache,
@@ -73,5 +75,7 @@ class TritonAttentionImpl(AttentionImpl):
             attn_metadata.max_seq_len,
             self.scale,
             self.sliding_window,
+            k_scale=self.k_scale,
+            v_scale=self.v_scale,
         )
         return output

@@ -12,6 +12,9 @@ Long decodes with too few (request, KV head) programs to fill the GPU take the s
 (flash-decoding): each request's key range is cut into `num_kv_splits` segments computed by
 separate programs, each writing an unnormalised partial output with its running max and sum,
 and `reduce_segments` combines them.
+
+An fp8 (e4m3) cache is read as the queries' dtype; its per-layer scales fold into the score
+scale (k_scale) and the output (v_scale), both read from device memory.
 """
 
 from __future__ import annotations
@@ -120,8 +123,10 @@ def _attend_tiles(
     SLIDING: tl.constexpr,
     IEEE: tl.constexpr,
     UPCAST: tl.constexpr,
+    KV_FP8: tl.constexpr,
 ):
-    """Online softmax over cache blocks [tile_lo, tile_hi): (unnormalised acc, max, sum)."""
+    """Online softmax over cache blocks [tile_lo, tile_hi): (unnormalised acc, max, sum).
+    `scale_log2` includes an fp8 cache's k_scale; the caller applies its v_scale."""
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_PAD], dtype=tl.float32)
@@ -144,9 +149,9 @@ def _attend_tiles(
             mask=k_mask[:, None] & d_mask[None, :],
             other=0.0,
         )
-        if UPCAST:
-            k = k.to(tl.float32)
-            v = v.to(tl.float32)
+        if UPCAST or KV_FP8:
+            k = k.to(q.dtype)
+            v = v.to(q.dtype)
         s = _dot(q, k, IEEE) * scale_log2
         allowed = row_mask[:, None] & k_mask[None, :] & (key_pos[None, :] <= query_pos[:, None])
         if SLIDING:
@@ -164,6 +169,13 @@ def _attend_tiles(
 
 
 @triton.jit
+def _kv_scales(k_scale_ptr, v_scale_ptr, KV_FP8: tl.constexpr):
+    if KV_FP8:
+        return tl.load(k_scale_ptr), tl.load(v_scale_ptr)
+    return 1.0, 1.0
+
+
+@triton.jit
 def kernel_unified_attention_2d(
     out_ptr,
     q_ptr,
@@ -172,6 +184,8 @@ def kernel_unified_attention_2d(
     block_table_ptr,
     seq_lens_ptr,
     query_start_loc_ptr,
+    k_scale_ptr,
+    v_scale_ptr,
     scale_log2,
     window,
     stride_q_tok,
@@ -191,6 +205,7 @@ def kernel_unified_attention_2d(
     SLIDING: tl.constexpr,
     IEEE: tl.constexpr,
     UPCAST: tl.constexpr,
+    KV_FP8: tl.constexpr,
 ):
     """Grid (request, query block, KV head): the whole key range, normalised output."""
     req = tl.program_id(0)
@@ -207,12 +222,14 @@ def kernel_unified_attention_2d(
     tile_lo, tile_hi = _key_tile_range(
         seq_len, q_len, context_len, q_block, window, BLOCK_SIZE, BLOCK_Q, SLIDING
     )
+    k_scale, v_scale = _kv_scales(k_scale_ptr, v_scale_ptr, KV_FP8)
     acc, _, l_i = _attend_tiles(
         q, query_pos, row_mask, k_cache_ptr, v_cache_ptr, block_table_ptr + req * stride_bt,
-        kv_head, seq_len, tile_lo, tile_hi, scale_log2, window,
+        kv_head, seq_len, tile_lo, tile_hi, scale_log2 * k_scale, window,
         stride_c_block, stride_c_slot, stride_c_head,
-        HEAD_SIZE, HEAD_PAD, BLOCK_SIZE, BLOCK_M, SLIDING, IEEE, UPCAST,
+        HEAD_SIZE, HEAD_PAD, BLOCK_SIZE, BLOCK_M, SLIDING, IEEE, UPCAST, KV_FP8,
     )  # fmt: skip
+    acc = acc * v_scale
     out = acc / tl.where(l_i > 0.0, l_i, 1.0)[:, None]
     offs_d = tl.arange(0, HEAD_PAD)
     o_offs = token[:, None] * stride_o_tok + head[:, None] * stride_o_head + offs_d[None, :]
@@ -231,6 +248,8 @@ def kernel_unified_attention_3d(
     block_table_ptr,
     seq_lens_ptr,
     query_start_loc_ptr,
+    k_scale_ptr,
+    v_scale_ptr,
     scale_log2,
     window,
     stride_q_tok,
@@ -250,6 +269,7 @@ def kernel_unified_attention_3d(
     SLIDING: tl.constexpr,
     IEEE: tl.constexpr,
     UPCAST: tl.constexpr,
+    KV_FP8: tl.constexpr,
 ):
     """Grid (request, query block, KV head * segment): one segment of the key range, written
     unnormalised to segm_output [T, H, S, HEAD_PAD] with its max and sum ([T, H, S])."""
@@ -268,16 +288,18 @@ def kernel_unified_attention_3d(
     tile_lo, tile_hi = _key_tile_range(
         seq_len, q_len, context_len, q_block, window, BLOCK_SIZE, BLOCK_Q, SLIDING
     )
+    k_scale, v_scale = _kv_scales(k_scale_ptr, v_scale_ptr, KV_FP8)
     # Segments split this request's blocks evenly; the tail segments may be empty.
     per_segment = tl.cdiv(tl.cdiv(seq_len, BLOCK_SIZE), NUM_SEGMENTS)
     seg_lo = tl.maximum(tile_lo, segment * per_segment)
     seg_hi = tl.minimum(tile_hi, (segment + 1) * per_segment)
     acc, m_i, l_i = _attend_tiles(
         q, query_pos, row_mask, k_cache_ptr, v_cache_ptr, block_table_ptr + req * stride_bt,
-        kv_head, seq_len, seg_lo, seg_hi, scale_log2, window,
+        kv_head, seq_len, seg_lo, seg_hi, scale_log2 * k_scale, window,
         stride_c_block, stride_c_slot, stride_c_head,
-        HEAD_SIZE, HEAD_PAD, BLOCK_SIZE, BLOCK_M, SLIDING, IEEE, UPCAST,
+        HEAD_SIZE, HEAD_PAD, BLOCK_SIZE, BLOCK_M, SLIDING, IEEE, UPCAST, KV_FP8,
     )  # fmt: skip
+    acc = acc * v_scale
     row = (token * NUM_HEADS + head) * NUM_SEGMENTS + segment
     tl.store(segm_max_ptr + row, m_i, mask=row_mask)
     tl.store(segm_expsum_ptr + row, l_i, mask=row_mask)
@@ -329,11 +351,14 @@ def unified_attention(
     scale: float,
     sliding_window: int | None = None,
     num_kv_splits: int | None = None,
+    k_scale: torch.Tensor | None = None,
+    v_scale: torch.Tensor | None = None,
 ) -> None:
     """q/out [T, num_heads, head_size]; k_cache/v_cache [num_blocks, block_size, num_kv_heads,
     head_size]; query_start_loc [R + 1], seq_lens [R], block_table [R, max_blocks] (int32).
 
     `num_kv_splits` None picks the split-KV segment count from the batch (1: the 2D kernel).
+    An fp8 cache holds K / k_scale and V / v_scale (float32 [1] on the device; None: 1.0).
     Rows of `out` that no request covers are left as they are.
     """
     num_heads, head_size = q.shape[1], q.shape[2]
@@ -360,10 +385,17 @@ def unified_attention(
         SLIDING=sliding_window is not None and sliding_window > 0,
         IEEE=upcast or q.dtype == torch.float32,
         UPCAST=upcast,
+        KV_FP8=k_cache.dtype == torch.float8_e4m3fn,
     )
+    if consts["KV_FP8"] and (k_scale is None or v_scale is None):
+        ones = torch.ones(1, dtype=torch.float32, device=q.device)
+        k_scale = ones if k_scale is None else k_scale
+        v_scale = ones if v_scale is None else v_scale
     grid_q = triton.cdiv(max_query_len, block_q)
     common = (
         q, k_cache, v_cache, block_table, seq_lens, query_start_loc,
+        # Not read unless KV_FP8 (any pointer will do then).
+        seq_lens if k_scale is None else k_scale, seq_lens if v_scale is None else v_scale,
         scale * LOG2E, sliding_window or 0, q.stride(0), q.stride(1),
     )  # fmt: skip
     cache_strides = (k_cache.stride(0), k_cache.stride(1), k_cache.stride(2))

@@ -4,7 +4,8 @@ quantizes an ordinary checkpoint online; compressed-tensors FP8 checkpoints load
 
 Where the device has fp8 GEMMs (CUDA compute capability 8.9+) activations are quantized per
 token on the fly and `torch._scaled_mm` multiplies; elsewhere the weight is dequantized on the
-fly (weight-only), which `Fp8Config` says once in the log.
+fly (weight-only), which `Fp8Config` says once in the log. On CPU the weight-only product runs
+in the C kernels of cpu_fp8_linear.py (torch's e4m3 cast is too slow there).
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ from vllm_hydra.model_executor.layers.quantization.base_config import (
     QuantizationConfig,
     new_param,
     register,
+)
+from vllm_hydra.model_executor.layers.quantization.cpu_fp8_linear import (
+    fp8_linear_cpu,
+    fp8_linear_cpu_supported,
 )
 
 logger = logging.getLogger(__name__)
@@ -63,10 +68,14 @@ class Fp8LinearMethod(LinearMethodBase):
             q, scale = quantize_fp8(layer.weight.data, dim=1)
             layer.weight = nn.Parameter(q, requires_grad=False)
             layer.weight_scale = nn.Parameter(scale, requires_grad=False)
+        # The CPU kernels take the scale flat, in float32.
+        layer.channel_scale = layer.weight_scale.data[:, 0].float().contiguous()
 
     def apply(self, layer: nn.Module, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         if self.activation_fp8:
             return self._apply_scaled_mm(layer, x, bias)
+        if fp8_linear_cpu_supported(x, layer.weight):
+            return fp8_linear_cpu(x, layer.weight, layer.channel_scale, bias)
         w = layer.weight.to(x.dtype) * layer.weight_scale.to(x.dtype)
         return F.linear(x, w, bias)
 
