@@ -318,7 +318,7 @@ class ModelRunner:
         mask = inputs.sample_mask
         if not mask.any():
             return [[] for _ in range(inputs.num_reqs)], None
-        logits = self._model().compute_logits(hidden[inputs.logits_indices])
+        logits = self._compute_logits(hidden[inputs.logits_indices])
         # Structured outputs: the rows' grammar bitmask, right before the sampler.
         logits = apply_grammar_bitmask(logits, scheduler_output, req_ids)
         output = self.sampler(logits, self._sampling_metadata(mask))
@@ -330,6 +330,10 @@ class ModelRunner:
         if logprobs is not None and not mask.all():
             logprobs = _select_rows(logprobs, torch.from_numpy(rows).to(self.device))
         return sampled, logprobs
+
+    def _compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The LM head over the rows that sample (its own method, so profilers can time it)."""
+        return self._model().compute_logits(hidden)
 
     def _record_sampled(self, rows: np.ndarray, token_ids: np.ndarray) -> None:
         """The sampled tokens of the given rows, in their batch rows and request states."""
