@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 
-from vllm_hydra.attention import AttentionMetadata
-from vllm_hydra.config import VllmConfig
+if TYPE_CHECKING:  # the config stage imports the registry; keep torch._dynamo out of it
+    from vllm_hydra.attention import AttentionMetadata
+    from vllm_hydra.config import VllmConfig
 
 
 class CausalLM(Protocol):
