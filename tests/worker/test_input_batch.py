@@ -378,3 +378,19 @@ test_input_batch_equals_a_rebuild = InputBatchMachine.TestCase
 @pytest.fixture(autouse=True, scope="module")
 def _composed_once() -> None:
     _config()
+
+
+def test_a_moved_row_keeps_its_requests_generator() -> None:
+    """The case the machine reaches only by chance: a seeded request's row moves into a hole."""
+    batch = InputBatch(MAX_NUM_SEQS, MAX_MODEL_LEN, BLOCK_SIZE, _vocab(), CPU)
+    first = Req("a", [3, 4, 5], SamplingParams(), blocks=[1])
+    seeded = Req("b", [6, 7], SamplingParams(temperature=0.8, seed=7), blocks=[2])
+    state = seeded.state()
+    batch.add_request(first.state())
+    batch.add_request(state)
+    batch.remove_request("a")
+    batch.condense()
+    assert batch.req_ids == ["b"] and batch.generators == {0: state.generator}
+    assert batch.sampling["temperature"].np[0] == pytest.approx(0.8)
+    np.testing.assert_array_equal(batch.block_table.row(0), [2])
+    np.testing.assert_array_equal(batch.token_ids_cpu[0, :2], [6, 7])
