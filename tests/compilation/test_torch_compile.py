@@ -1,5 +1,7 @@
 """compilation.mode=torch_compile gives the eager model's greedy tokens on a tiny random model,
-and the token dimension stays dynamic: batches of many sizes reuse a bounded set of graphs."""
+runs the CPU kernels as torch operators (no fallback to the torch paths, no graph break but the
+piecewise split at attention), and the token dimension stays dynamic: batches of many sizes
+reuse a bounded set of graphs."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.profiler import profile
 
 from tests.model_factory import write_random_checkpoint
 from vllm_hydra import LLM, SamplingParams
@@ -19,7 +22,7 @@ NUM_NEW_TOKENS = 10
 def _llm(checkpoint: Path, mode: str, cache_dir: Path) -> LLM:
     overrides = [
         f"model.path={checkpoint}",
-        "model.dtype=float32",
+        "model.dtype=bfloat16",  # the dtype the elementwise CPU kernels run in
         "device=cpu",
         "model.max_model_len=128",
         "cache.num_blocks_override=64",  # a small cache: less memory and faster steps
@@ -43,6 +46,25 @@ def _num_graphs() -> int:
     return torch._dynamo.utils.counters["stats"]["unique_graphs"]
 
 
+# The CPU kernels' operators, and the torch ops of the paths they replace (RMSNorm's rsqrt,
+# SiLU, rotary's concatenation of the rotated halves).
+KERNEL_OPS = {
+    "vllm_hydra::rms_norm",
+    "vllm_hydra::fused_add_rms_norm",
+    "vllm_hydra::silu_and_mul",
+    "vllm_hydra::rotary_embedding",
+}
+TORCH_PATH_OPS = {"aten::rsqrt", "aten::silu", "aten::cat"}
+
+
+def _op_counts(prof: profile) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for event in prof.events():
+        if event.name in KERNEL_OPS | TORCH_PATH_OPS:
+            counts[event.name] = counts.get(event.name, 0) + 1
+    return counts
+
+
 def test_torch_compile_greedy_matches_eager(tmp_path: Path) -> None:
     checkpoint = write_random_checkpoint("llama", tmp_path / "llama")
     expected = _greedy(_llm(checkpoint, "none", tmp_path))
@@ -52,7 +74,14 @@ def test_torch_compile_greedy_matches_eager(tmp_path: Path) -> None:
     llm = _llm(checkpoint, "torch_compile", tmp_path / "inductor")
     graphs = _num_graphs()  # compiled at start-up (the warm-up)
     assert 0 < graphs <= RECOMPILE_LIMIT * 4
-    assert _greedy(llm) == expected
+    # Dynamo breaks its graphs only where attention is kept out of them (attention/layer.py).
+    breaks = torch._dynamo.utils.counters["graph_break"]
+    assert breaks and all("_run_attention" in reason for reason in breaks), dict(breaks)
+    with profile() as prof:
+        assert _greedy(llm) == expected
+    counts = _op_counts(prof)
+    assert counts.keys() >= KERNEL_OPS, counts  # every kernel ran inside the compiled graphs
+    assert not counts.keys() & TORCH_PATH_OPS, counts  # and no step fell back to torch's ops
     # Other prompt lengths, so other batch sizes: no step compiles anything new.
     _greedy(llm, lengths=(6, 11, 23))
     assert _num_graphs() == graphs

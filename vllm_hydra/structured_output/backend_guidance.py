@@ -1,4 +1,9 @@
-"""The llguidance backend: Lark grammars and the widest JSON-schema support."""
+"""The llguidance backend: Lark grammars and the widest JSON-schema support.
+
+`llguidance.torch` is imported where a bitmask is filled, not here: it imports torch._dynamo and
+Inductor (2.8 s of CPU, measured), which the API server process, validating grammars only,
+would otherwise pay at every start.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,6 @@ from typing import Any
 
 import llguidance
 import llguidance.hf
-import llguidance.torch
 import torch
 from transformers import PreTrainedTokenizerBase
 
@@ -27,6 +31,8 @@ class GuidanceGrammar(StructuredOutputGrammar):
         return self.matcher.consume_tokens(tokens)
 
     def fill_bitmask(self, bitmask: torch.Tensor, index: int) -> None:
+        import llguidance.torch  # here, not at the top: see the module docstring
+
         llguidance.torch.fill_next_token_bitmask(self.matcher, bitmask, index)
 
     def is_terminated(self) -> bool:

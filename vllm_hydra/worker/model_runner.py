@@ -329,20 +329,28 @@ class ModelRunner:
         mask = inputs.sample_mask
         if not mask.any():
             return [[] for _ in range(inputs.num_reqs)], None
-        logits = self._model().compute_logits(hidden[inputs.logits_indices])
+        logits = self._compute_logits(hidden[inputs.logits_indices])
         # Structured outputs: the rows' grammar bitmask, right before the sampler.
         logits = apply_grammar_bitmask(logits, scheduler_output, req_ids)
         output = self.sampler(logits, self._sampling_metadata(mask))
         tokens = output.sampled_token_ids.cpu().numpy()
         rows = np.flatnonzero(mask)
-        self.input_batch.append_sampled(rows, tokens[rows])
-        for row in rows.tolist():
-            self.input_batch.requests[row].output_token_ids.append(int(tokens[row]))  # type: ignore[union-attr]
+        self._record_sampled(rows, tokens[rows])
         sampled = [[int(t)] if m else [] for t, m in zip(tokens.tolist(), mask, strict=True)]
         logprobs = output.logprobs_tensors
         if logprobs is not None and not mask.all():
             logprobs = _select_rows(logprobs, torch.from_numpy(rows).to(self.device))
         return sampled, logprobs
+
+    def _compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The LM head over the rows that sample (its own method, so profilers can time it)."""
+        return self._model().compute_logits(hidden)
+
+    def _record_sampled(self, rows: np.ndarray, token_ids: np.ndarray) -> None:
+        """The sampled tokens of the given rows, in their batch rows and request states."""
+        self.input_batch.append_sampled(rows, token_ids)
+        for row, token_id in zip(rows.tolist(), token_ids.tolist(), strict=True):
+            self.input_batch.requests[row].output_token_ids.append(token_id)  # type: ignore[union-attr]
 
     def _sampling_metadata(self, mask: np.ndarray) -> SamplingMetadata:
         """The batch's metadata; a row that does not sample this step leaves its own RNG
