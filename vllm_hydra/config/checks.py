@@ -445,14 +445,22 @@ def check_lora(c: VllmConfig) -> list[str]:
 
 
 def check_lora_adapters_present(c: VllmConfig) -> list[str]:
-    """Every adapter is a PEFT directory (adapter_config.json and the weights)."""
-    return [
-        f"lora.adapters.{name}={path} is not a PEFT adapter directory (no "
-        f"{Path(path).expanduser() / 'adapter_config.json'}). Point it at a directory "
-        f"that holds adapter_config.json and the adapter weights."
-        for name, path in c.lora.adapters.items()
-        if not (Path(path).expanduser() / "adapter_config.json").is_file()
-    ]
+    """Every adapter is a PEFT directory this engine can serve (its adapter_config.json:
+    files, rank, target modules), and no adapter takes the base model's name."""
+    from vllm_hydra.lora.peft_helper import LoRAAdapterError, PEFTHelper
+
+    problems = []
+    for name, path in c.lora.adapters.items():
+        if name == c.served_model_name:
+            problems.append(
+                f"lora.adapters.{name}: the name is the served model's "
+                f"(server.served_model_name={c.served_model_name}). Give the adapter another name."
+            )
+        try:
+            PEFTHelper.from_local_dir(path, c.lora.max_lora_rank)
+        except LoRAAdapterError as e:
+            problems.append(f"lora.adapters.{name}={path}: {e}")
+    return problems
 
 
 def check_speculative(c: VllmConfig) -> list[str]:
