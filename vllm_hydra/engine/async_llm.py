@@ -34,6 +34,7 @@ from vllm_hydra.engine.output_processor import (
     ParentRequest,
     child_sampling_params,
 )
+from vllm_hydra.lora.request import LoRARequest
 from vllm_hydra.metrics.loggers import StatLoggerManager
 from vllm_hydra.metrics.stats import IterationStats
 from vllm_hydra.request_output import RequestOutput
@@ -83,12 +84,14 @@ class AsyncLLM:
         request_id: str,
         prompt: str | None = None,
         trace_headers: Mapping[str, str] | None = None,
+        lora_request: LoRARequest | None = None,
     ) -> AsyncIterator[RequestOutput]:
         """Yield the request's outputs per `sampling_params.output_kind`, the last finished.
         Validation errors (SamplingParamsError) raise before anything reaches the engine.
-        `trace_headers` (W3C traceparent/tracestate) parent the request's span."""
+        `trace_headers` (W3C traceparent/tracestate) parent the request's span;
+        `lora_request` names the adapter to run with (None: the base model)."""
         collector = await self._add_request(
-            prompt_token_ids, sampling_params, request_id, prompt, trace_headers
+            prompt_token_ids, sampling_params, request_id, prompt, trace_headers, lora_request
         )
         try:
             finished = False
@@ -109,6 +112,7 @@ class AsyncLLM:
         request_id: str,
         prompt: str | None,
         trace_headers: Mapping[str, str] | None = None,
+        lora_request: LoRARequest | None = None,
     ) -> RequestOutputCollector:
         if self.dead_error is not None:
             raise self.dead_error
@@ -116,7 +120,7 @@ class AsyncLLM:
             raise self._stopping
         if request_id in self._collectors:
             raise ValueError(f"Request {request_id} is already running.")
-        requests = self._make_requests(prompt_token_ids, params, request_id)
+        requests = self._make_requests(prompt_token_ids, params, request_id, lora_request)
         self._ensure_output_handler()
         parent = ParentRequest(request_id, prompt, prompt_token_ids, params.n)
         collector = RequestOutputCollector(params.output_kind)
@@ -129,15 +133,23 @@ class AsyncLLM:
         return collector
 
     def _make_requests(
-        self, prompt_token_ids: list[int], params: SamplingParams, request_id: str
+        self,
+        prompt_token_ids: list[int],
+        params: SamplingParams,
+        request_id: str,
+        lora_request: LoRARequest | None = None,
     ) -> list[EngineCoreRequest]:
         """Validate everything first (the parent's n included), then build the children."""
-        parent = self.input_processor.process(request_id, prompt_token_ids, params)
+        process = self.input_processor.process
+        parent = process(request_id, prompt_token_ids, params, lora_request=lora_request)
         if params.n == 1:
             return [parent]
         return [
-            self.input_processor.process(
-                f"{i}_{request_id}", prompt_token_ids, child_sampling_params(params, i)
+            process(
+                f"{i}_{request_id}",
+                prompt_token_ids,
+                child_sampling_params(params, i),
+                lora_request=lora_request,
             )
             for i in range(params.n)
         ]

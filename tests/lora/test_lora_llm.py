@@ -1,0 +1,76 @@
+"""Offline LLM with adapters: base and adapters mixed in one batch give transformers + peft's
+greedy tokens per request (fp32); max_loras=2 with five adapters round-robin evicts and
+reloads; prefix caching keeps two adapters' blocks apart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.lora.conftest import ENGINE_OVERRIDES, NUM_NEW_TOKENS, prompts
+from vllm_hydra import LLM, SamplingParams
+from vllm_hydra.lora.request import LoRARequest
+
+GREEDY = SamplingParams(temperature=0.0, max_tokens=NUM_NEW_TOKENS, ignore_eos=True)
+
+
+def _run(llm: LLM, jobs: list[tuple[int, str | None]], loras: dict[str, LoRARequest]):
+    """Generate every (prompt index, adapter name or None) in one batch; the token ids."""
+    all_prompts = prompts()
+    outputs = llm.generate(
+        [all_prompts[i] for i, _ in jobs],
+        GREEDY,
+        use_tqdm=False,
+        lora_request=[loras[name] if name else None for _, name in jobs],
+    )
+    return [o.outputs[0].token_ids for o in outputs]
+
+
+def _lora_manager(llm: LLM):
+    return llm.engine_core.engine_core.model_executor.worker.model_runner.lora_manager
+
+
+def test_base_and_three_adapters_in_one_batch(
+    lora_base: Path, lora_requests: dict[str, LoRARequest], references: dict
+) -> None:
+    llm = LLM([f"model.path={lora_base}", *ENGINE_OVERRIDES, "lora.max_loras=3"])
+    names = [None, "all", "attn_rs", "mlp"]
+    jobs = [(i, name) for name in names for i in range(len(prompts()))]
+    tokens = _run(llm, jobs, lora_requests)
+    for (i, name), got in zip(jobs, tokens, strict=True):
+        assert got == references[name][i], f"prompt {i}, adapter {name}"
+
+
+def test_five_adapters_round_robin_through_two_slots(
+    lora_base: Path, lora_requests: dict[str, LoRARequest], references: dict
+) -> None:
+    llm = LLM(
+        [f"model.path={lora_base}", *ENGINE_OVERRIDES, "lora.max_loras=2", "lora.max_cpu_loras=3"]
+    )
+    names = list(lora_requests)
+    for wave in range(2):  # the second wave needs the adapters the first evicted
+        jobs = [((k + wave) % len(prompts()), names[k % len(names)]) for k in range(7)]
+        tokens = _run(llm, jobs, lora_requests)
+        for (i, name), got in zip(jobs, tokens, strict=True):
+            assert got == references[name][i], f"prompt {i}, adapter {name}"
+    manager = _lora_manager(llm)
+    assert manager.model_manager.num_slot_loads > 5  # evicted from a slot and loaded again
+    assert manager.num_disk_loads > 5  # evicted from the host cache (3) and read again
+
+
+def test_prefix_cache_keeps_adapters_apart(
+    lora_base: Path, lora_requests: dict[str, LoRARequest], references: dict
+) -> None:
+    llm = LLM(
+        [
+            f"model.path={lora_base}",
+            *ENGINE_OVERRIDES,
+            "lora.max_loras=2",
+            "cache.enable_prefix_caching=true",
+            "cache.block_size=4",
+        ]
+    )
+    # Sequential, so the second and third runs find the first's blocks of the same prompt.
+    for name in ("all", "attn_rs", None, "all"):
+        assert _run(llm, [(2, name)], lora_requests) == [references[name][2]], name
+    stats = llm.engine_core.engine_core.scheduler.kv_cache_manager.prefix_cache_stats
+    assert stats.hits > 0  # the last run reused the first's blocks
