@@ -182,6 +182,8 @@ class Scheduler:
             prefix_cache_hits=prefix.hits,
             num_preemptions=self.num_preemptions,
             num_finished_requests=self.num_finished_requests,
+            waiting_lora_adapters=_count_adapters(self.waiting),
+            running_lora_adapters=_count_adapters(self.running),
         )
 
     # ---- schedule ----
@@ -453,6 +455,15 @@ class Scheduler:
                 self._free_request(request)
                 break
         return new_token_ids
+
+
+def _count_adapters(requests: Iterable[Request]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for request in requests:
+        if request.lora_request is not None:
+            name = request.lora_request.lora_name
+            counts[name] = counts.get(name, 0) + 1
+    return counts
 
 
 def _logprob_rows(output: ModelRunnerOutput) -> dict[str, int]:

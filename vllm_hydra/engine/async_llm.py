@@ -277,6 +277,7 @@ def _make_logger_manager(vllm_config: VllmConfig) -> StatLoggerManager | None:
         range(vllm_config.parallel.dp),
         log_stats=obs.log_stats,
         metrics=obs.metrics,
+        max_lora=vllm_config.lora.max_loras if vllm_config.lora.enabled else 0,
     )
 
 
@@ -297,5 +298,10 @@ def aggregate_engine_stats(per_engine: list[dict[str, Any]]) -> dict[str, Any]:
         if key == "engine_index":
             continue
         values = [stats[key] for stats in per_engine]
-        totals[key] = sum(values) / len(values) if isinstance(value, float) else sum(values)
+        if isinstance(value, dict):  # per LoRA adapter counts
+            totals[key] = {k: sum(v.get(k, 0) for v in values) for v in values for k in v}
+        elif isinstance(value, float):
+            totals[key] = sum(values) / len(values)
+        else:
+            totals[key] = sum(values)
     return {**totals, "engines": per_engine}

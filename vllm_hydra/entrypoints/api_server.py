@@ -36,6 +36,10 @@ from vllm_hydra.entrypoints.openai.errors import (
     register_error_handlers,
     stream_error_event,
 )
+from vllm_hydra.entrypoints.openai.lora_protocol import (
+    LoadLoRAAdapterRequest,
+    UnloadLoRAAdapterRequest,
+)
 from vllm_hydra.entrypoints.openai.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -117,6 +121,8 @@ def _add_routes(app: FastAPI) -> None:
     app.post("/v1/completions")(create_completion)
     app.post("/v1/chat/completions")(create_chat_completion)
     app.get("/v1/models")(show_available_models)
+    app.post("/v1/load_lora_adapter")(load_lora_adapter)
+    app.post("/v1/unload_lora_adapter")(unload_lora_adapter)
     app.get("/health")(health)
     app.get("/version")(version)
     app.post("/tokenize")(tokenize)
@@ -177,6 +183,20 @@ async def _sse(chunks: AsyncIterator[str]) -> AsyncIterator[str]:
 async def show_available_models(raw_request: Request) -> JSONResponse:
     models: OpenAIServingModels = raw_request.app.state.models
     return JSONResponse(models.show_available_models().model_dump())
+
+
+async def load_lora_adapter(request: LoadLoRAAdapterRequest, raw_request: Request) -> Response:
+    """Serve a PEFT adapter under a new model name (lora.allow_runtime_updates=true)."""
+    models: OpenAIServingModels = raw_request.app.state.models
+    engine: AsyncLLM = raw_request.app.state.engine_client
+    message = await models.load_lora_adapter(request, engine.input_processor.check_lora)
+    return Response(content=message, status_code=200)
+
+
+async def unload_lora_adapter(request: UnloadLoRAAdapterRequest, raw_request: Request) -> Response:
+    """Stop serving an adapter that no request is using."""
+    models: OpenAIServingModels = raw_request.app.state.models
+    return Response(content=models.unload_lora_adapter(request), status_code=200)
 
 
 async def health(raw_request: Request) -> Response:

@@ -48,11 +48,12 @@ class OpenAIServingChat(OpenAIServing):
         """Validate everything, then answer as JSON or return the SSE stream."""
         admission = self.check_request(request, request.n)
         try:
+            lora = self.lora_request(request.model)
             token_ids = await self.render(request.messages, request.add_generation_prompt)
             params = self._params(request, token_ids)
             request_id = random_id("chatcmpl")
             prompt = self._decode(token_ids)
-            outputs = self.generate(token_ids, params, request_id, prompt, raw_request)
+            outputs = self.generate(token_ids, params, request_id, prompt, raw_request, lora)
             if request.stream:
                 return AdmittedStream(self._stream(request, request_id, outputs), admission)
             final = await until_disconnected(last_output(outputs), raw_request)
