@@ -1,6 +1,6 @@
 """Offline LLM with adapters: base and adapters mixed in one batch give transformers + peft's
 greedy tokens per request (fp32); max_loras=2 with five adapters round-robin evicts and
-reloads; prefix caching keeps two adapters' blocks apart."""
+reloads; prefix caching keeps two adapters' blocks apart; tp=2 shards A and B."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def test_base_and_three_adapters_in_one_batch(
         assert got == references[name][i], f"prompt {i}, adapter {name}"
 
 
-def test_five_adapters_round_robin_through_two_slots(
+def test_five_adapters_round_robin_through_two_slots_and_prefix_cache(
     lora_base: Path, lora_requests: dict[str, LoRARequest], references: dict
 ) -> None:
     llm = LLM(
@@ -48,29 +48,32 @@ def test_five_adapters_round_robin_through_two_slots(
     )
     names = list(lora_requests)
     for wave in range(2):  # the second wave needs the adapters the first evicted
-        jobs = [((k + wave) % len(prompts()), names[k % len(names)]) for k in range(7)]
+        jobs = [((k + wave) % len(prompts()), name) for k, name in enumerate(names)]
         tokens = _run(llm, jobs, lora_requests)
         for (i, name), got in zip(jobs, tokens, strict=True):
             assert got == references[name][i], f"prompt {i}, adapter {name}"
     manager = _lora_manager(llm)
     assert manager.model_manager.num_slot_loads > 5  # evicted from a slot and loaded again
     assert manager.num_disk_loads > 5  # evicted from the host cache (3) and read again
-
-
-def test_prefix_cache_keeps_adapters_apart(
-    lora_base: Path, lora_requests: dict[str, LoRARequest], references: dict
-) -> None:
-    llm = LLM(
-        [
-            f"model.path={lora_base}",
-            *ENGINE_OVERRIDES,
-            "lora.max_loras=2",
-            "cache.enable_prefix_caching=true",
-            "cache.block_size=4",
-        ]
-    )
-    # Sequential, so the second and third runs find the first's blocks of the same prompt.
+    # Prefix caching (on by default): one prompt, one at a time, under two adapters and the
+    # base model; each finds the blocks of its own earlier run only.
+    stats = llm.engine_core.engine_core.scheduler.kv_cache_manager.prefix_cache_stats
+    hits_before = stats.hits
     for name in ("all", "attn_rs", None, "all"):
         assert _run(llm, [(2, name)], lora_requests) == [references[name][2]], name
-    stats = llm.engine_core.engine_core.scheduler.kv_cache_manager.prefix_cache_stats
-    assert stats.hits > 0  # the last run reused the first's blocks
+    assert stats.hits > hits_before
+
+
+def test_tensor_parallel_2_shards_a_and_b(
+    lora_base: Path, lora_requests: dict[str, LoRARequest], references: dict
+) -> None:
+    """Column-parallel layers split B (q/k/v, gate/up by part), row-parallel ones split A and
+    all-reduce the rank-r sums: every rank's share adds up to the adapter's output."""
+    llm = LLM([f"model.path={lora_base}", *ENGINE_OVERRIDES, "lora.max_loras=3", "parallel.tp=2"])
+    try:
+        jobs = [(i, name) for name in (None, "all", "attn_rs", "mlp") for i in (1, 2)]
+        tokens = _run(llm, jobs, lora_requests)
+    finally:
+        llm.shutdown()
+    for (i, name), got in zip(jobs, tokens, strict=True):
+        assert got == references[name][i], f"prompt {i}, adapter {name}"

@@ -5,6 +5,7 @@ adapters load and unload at run time, and every refusal has its status and OpenA
 from __future__ import annotations
 
 import asyncio
+import functools
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from tests.entrypoints.openai.remote_server import RemoteServer
 from tests.lora.conftest import NUM_NEW_TOKENS, prompts
@@ -48,8 +49,13 @@ def server(
     remote.stop()
 
 
+@functools.cache
+def _tokenizer(lora_base: Path) -> PreTrainedTokenizerBase:
+    return AutoTokenizer.from_pretrained(lora_base)
+
+
 def _text(lora_base: Path, token_ids: list[int]) -> str:
-    return AutoTokenizer.from_pretrained(lora_base).decode(token_ids, skip_special_tokens=True)
+    return _tokenizer(lora_base).decode(token_ids, skip_special_tokens=True)
 
 
 async def _complete_all(server: RemoteServer, jobs: list[tuple[int, str]]) -> list[str]:
