@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tests.lora.conftest import ENGINE_OVERRIDES, NUM_NEW_TOKENS, prompts
 from vllm_hydra import LLM, SamplingParams
+from vllm_hydra.config import plan_memory
 from vllm_hydra.lora.request import LoRARequest
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=NUM_NEW_TOKENS, ignore_eos=True)
@@ -38,6 +39,10 @@ def test_base_and_three_adapters_in_one_batch(
     tokens = _run(llm, jobs, lora_requests)
     for (i, name), got in zip(jobs, tokens, strict=True):
         assert got == references[name][i], f"prompt {i}, adapter {name}"
+    # The memory plan counts exactly the slots the LoRA layers hold.
+    layers = _lora_manager(llm).model_manager.modules.values()
+    stacked = [t for m in layers for t in (*m.lora_a_stacked, *m.lora_b_stacked)]
+    assert plan_memory(llm.config).lora_bytes == sum(t.numel() * t.element_size() for t in stacked)
 
 
 def test_five_adapters_round_robin_through_two_slots_and_prefix_cache(

@@ -580,9 +580,12 @@ def check_kv_cache_fits(c: VllmConfig, plan: MemoryPlan) -> list[str]:
     if plan.usable_blocks >= plan.blocks_per_request:
         return []
     if plan.kv_budget_bytes <= 0:
-        used = plan.weight_bytes + plan.activation_bytes
+        used = plan.weight_bytes + plan.activation_bytes + plan.lora_bytes
+        what = (
+            "weights, activations and LoRA slots" if plan.lora_bytes else "weights and activations"
+        )
         return [
-            f"No memory left for the KV cache: weights and activations need {used / GIB:.2f} "
+            f"No memory left for the KV cache: {what} need {used / GIB:.2f} "
             f"GiB per device, more than cache.memory_utilization={c.cache.memory_utilization} "
             f"x {(plan.device_memory_bytes or 0) / GIB:.2f} GiB. Raise "
             f"cache.memory_utilization, use a larger parallel.tp, or set "

@@ -39,6 +39,8 @@ class MemoryPlan:
     # Data-parallel engines: each has its own weights and its own KV cache of this plan's size
     # (cache.kv_cache_memory_gib and num_blocks_override are per engine, per rank).
     dp: int = 1
+    # lora=enabled: the adapter slots (max_loras x A and B of every LoRA layer), per rank.
+    lora_bytes: int = 0
 
     @property
     def kv_bytes_per_block(self) -> int:
@@ -67,6 +69,7 @@ class MemoryPlan:
             ("device", self._device_text()),
             ("weights per rank", _gib(self.weight_bytes)),
             ("activations per rank (estimate)", _gib(self.activation_bytes)),
+            *([("LoRA adapter slots per rank", _gib(self.lora_bytes))] if self.lora_bytes else []),
             ("KV cache per token", f"{self.kv_bytes_per_token:,} B"),
             (f"KV cache per block ({self.block_size} tokens)", f"{self.kv_bytes_per_block:,} B"),
             (f"KV cache budget ({self.budget_key})", _gib(self.kv_budget_bytes)),
@@ -103,8 +106,9 @@ def plan_memory(config: VllmConfig) -> MemoryPlan:
     """Size the KV cache of one rank from the resolved config."""
     device = config.device.type
     weights, activations = weight_bytes_per_rank(config), activation_bytes_per_rank(config)
+    lora = lora_bytes_per_rank(config)
     device_bytes, assumed = _device_memory_bytes(config)
-    budget_key, budget = _kv_budget(config, device_bytes, weights + activations)
+    budget_key, budget = _kv_budget(config, device_bytes, weights + activations + lora)
     per_block = kv_bytes_per_token_per_rank(config) * config.cache.block_size
     num_blocks = config.cache.num_blocks_override or max(budget, 0) // per_block
     return MemoryPlan(
@@ -120,6 +124,7 @@ def plan_memory(config: VllmConfig) -> MemoryPlan:
         budget_key=budget_key,
         assumed_device_memory=assumed,
         dp=config.parallel.dp,
+        lora_bytes=lora,
     )
 
 
@@ -154,6 +159,28 @@ def weight_bytes_per_rank(config: VllmConfig) -> int:
         per_layer_bytes += linear * bits // 8 + _scale_bytes_per_layer(config)
     layers = per_layer_bytes * layers_per_stage(config)
     return (layers + (embed + lm_head) * config.dtype_bytes) // config.parallel.tp
+
+
+def lora_bytes_per_rank(config: VllmConfig) -> int:
+    """The LoRA layers' stacked A [max_loras, max_lora_rank, in] and B [max_loras, out,
+    max_lora_rank] on the largest stage: column-parallel layers hold their share of B's rows,
+    row-parallel ones their share of A's columns; 0 without LoRA."""
+    lora = config.lora
+    if not lora.enabled:
+        return 0
+    arch, tp = config.arch, config.parallel.tp
+    h, d, inter = arch.hidden_size, arch.head_dim, arch.intermediate_size
+    q, kv = arch.num_attention_heads * d // tp, kv_heads_per_rank(config) * d
+    # (A's input features, B's output features) of each slice on one rank.
+    slices = [(h, q), (h, kv), (h, kv), (q, h), (h, inter // tp), (h, inter // tp)]
+    slices.append((inter // tp, h))
+    per_layer = sum(inp + out for inp, out in slices) * lora.max_lora_rank * lora.max_loras
+    name = lora.lora_dtype.value
+    dtype_bytes = config.dtype_bytes if name == "auto" else DTYPE_BYTES_BY_NAME[name]
+    return per_layer * dtype_bytes * layers_per_stage(config)
+
+
+DTYPE_BYTES_BY_NAME = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
 def linear_params_per_layer(arch: ModelArchConfig) -> int:
