@@ -67,6 +67,14 @@ def test_five_adapters_round_robin_through_two_slots_and_prefix_cache(
     for name in ("all", "attn_rs", None, "all"):
         assert _run(llm, [(2, name)], lora_requests) == [references[name][2]], name
     assert stats.hits > hits_before
+    # Runtime updates reach the workers: a preload reads from disk, an unload frees the slot.
+    core, fourth = llm.engine_core.engine_core, lora_requests["fourth"]
+    core.remove_lora(fourth.lora_int_id)
+    assert fourth.lora_int_id not in manager.model_manager.active
+    assert fourth.lora_int_id not in manager.host_cache
+    loads = manager.num_disk_loads
+    assert core.add_lora(fourth.lora_name, fourth.lora_int_id, fourth.lora_path)
+    assert fourth.lora_int_id in manager.host_cache and manager.num_disk_loads == loads + 1
 
 
 def test_tensor_parallel_2_shards_a_and_b(

@@ -1,6 +1,7 @@
-"""`python serve.py` with LoRA adapters, driven by the official `openai` client: base and three
-adapters in one batch give transformers + peft's greedy text; /v1/models lists the adapters;
-adapters load and unload at run time, and every refusal has its status and OpenAI-shaped body."""
+"""`python serve.py` with LoRA adapters at tp=2, driven by the official `openai` client: base and
+three adapters in one batch give transformers + peft's greedy text; /v1/models lists the
+adapters; adapters load and unload at run time, and every refusal has its status and
+OpenAI-shaped body. (The offline tests cover tp=1 and tp=2; this one server covers serving.)"""
 
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ def server(
         "device=cpu",
         "model.max_model_len=512",
         "cache.kv_cache_memory_gib=0.05",
+        "parallel.tp=2",
         f"server.served_model_name={BASE_NAME}",
         "lora=enabled",
         "lora.max_loras=3",

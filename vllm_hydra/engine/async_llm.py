@@ -252,6 +252,18 @@ class AsyncLLM:
         """Each engine's SchedulerStats, by engine index (each labelled "engine_index")."""
         return await self.engine_core.call_utility_all_async("get_stats")
 
+    async def add_lora(self, lora_request: LoRARequest) -> bool:
+        """Read the adapter into every engine's workers now, not at its first request."""
+        r = lora_request
+        results = await self.engine_core.call_utility_all_async(
+            "add_lora", r.lora_name, r.lora_int_id, r.lora_path
+        )
+        return all(results)
+
+    async def remove_lora(self, lora_int_id: int) -> bool:
+        """Drop the adapter from every engine's workers (its slot and host copy)."""
+        return all(await self.engine_core.call_utility_all_async("remove_lora", lora_int_id))
+
     async def reset_prefix_cache(self) -> bool:
         results = await self.engine_core.call_utility_all_async("reset_prefix_cache")
         return all(results)

@@ -14,6 +14,8 @@ from transformers import PreTrainedTokenizerBase
 
 from vllm_hydra.config.vllm import VllmConfig
 from vllm_hydra.engine.messages import EngineCoreRequest
+from vllm_hydra.lora.lora_model import LoRAModel
+from vllm_hydra.lora.peft_helper import LoRAAdapterError
 from vllm_hydra.lora.request import LoRARequest
 from vllm_hydra.sampling_params import SamplingParams, SamplingParamsError
 from vllm_hydra.structured_output.validation import validate_structured_output
@@ -79,9 +81,6 @@ class InputProcessor:
             )
         if lora_request.lora_int_id in self._checked_loras:
             return
-        from vllm_hydra.lora.lora_model import LoRAModel
-        from vllm_hydra.lora.peft_helper import LoRAAdapterError
-
         try:
             LoRAModel.from_local_checkpoint(
                 lora_request.lora_path,

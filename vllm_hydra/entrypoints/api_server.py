@@ -189,14 +189,20 @@ async def load_lora_adapter(request: LoadLoRAAdapterRequest, raw_request: Reques
     """Serve a PEFT adapter under a new model name (lora.allow_runtime_updates=true)."""
     models: OpenAIServingModels = raw_request.app.state.models
     engine: AsyncLLM = raw_request.app.state.engine_client
-    message = await models.load_lora_adapter(request, engine.input_processor.check_lora)
+    lora = await models.load_lora_adapter(request, engine.input_processor.check_lora)
+    await engine.add_lora(lora)  # read by the workers now, not at its first request
+    message = f"Success: LoRA adapter '{lora.lora_name}' added successfully."
     return Response(content=message, status_code=200)
 
 
 async def unload_lora_adapter(request: UnloadLoRAAdapterRequest, raw_request: Request) -> Response:
-    """Stop serving an adapter that no request is using."""
+    """Stop serving an adapter that no request is using, and free it in the workers."""
     models: OpenAIServingModels = raw_request.app.state.models
-    return Response(content=models.unload_lora_adapter(request), status_code=200)
+    engine: AsyncLLM = raw_request.app.state.engine_client
+    lora = models.unload_lora_adapter(request)
+    await engine.remove_lora(lora.lora_int_id)
+    message = f"Success: LoRA adapter '{lora.lora_name}' removed successfully."
+    return Response(content=message, status_code=200)
 
 
 async def health(raw_request: Request) -> Response:

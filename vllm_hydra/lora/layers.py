@@ -43,9 +43,12 @@ class BaseLinearLayerWithLoRA(nn.Module):
         self.output_slices = output_slices
         self.tp_size, self.tp_rank = base_layer.tp_size, base_layer.tp_rank
         device = _device_of(base_layer)
+        # Every slice's A in one tensor, so shrink is one matmul per adapter; per-slice views.
+        self.lora_a = torch.zeros(
+            max_loras, len(output_slices) * max_rank, in_features, dtype=dtype, device=device
+        )
         self.lora_a_stacked = [
-            torch.zeros(max_loras, max_rank, in_features, dtype=dtype, device=device)
-            for _ in output_slices
+            self.lora_a[:, i * max_rank : (i + 1) * max_rank] for i in range(len(output_slices))
         ]
         self.lora_b_stacked = [
             torch.zeros(max_loras, size, max_rank, dtype=dtype, device=device)
@@ -77,7 +80,7 @@ class BaseLinearLayerWithLoRA(nn.Module):
         out = self.base_layer(x)
         if self.punica.no_lora:
             return out
-        buffer = self.punica.shrink(x, self.lora_a_stacked)
+        buffer = self.punica.shrink(x, self.lora_a)
         self.punica.expand(out, buffer, self.lora_b_stacked, self.output_slices)
         return out
 
@@ -112,7 +115,7 @@ class RowParallelLinearWithLoRA(BaseLinearLayerWithLoRA):
         out = self.base_layer(x)
         if self.punica.no_lora:
             return out
-        buffer = self.punica.shrink(x, self.lora_a_stacked)
+        buffer = self.punica.shrink(x, self.lora_a)
         if self.tp_size > 1:
             buffer = tensor_model_parallel_all_reduce(buffer)
         self.punica.expand(out, buffer, self.lora_b_stacked, self.output_slices)

@@ -17,7 +17,3 @@ class LoRARequest(msgspec.Struct, array_like=True, frozen=True):
     def __post_init__(self) -> None:
         if self.lora_int_id < 1:
             raise ValueError(f"lora_int_id must be > 0, got {self.lora_int_id}")
-
-    @property
-    def adapter_id(self) -> int:
-        return self.lora_int_id

@@ -82,6 +82,3 @@ class WorkerLoRAManager:
             if request is not None:
                 row_slots[row] = self.model_manager.activate(self._get(request), needed)
         self.punica.update_metadata(np.repeat(row_slots, num_scheduled))
-
-    def clear(self) -> None:
-        self.punica.clear()

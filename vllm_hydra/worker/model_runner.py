@@ -249,6 +249,14 @@ class ModelRunner:
         ]
         self.lora_manager.set_active_adapters(rows, num_scheduled)
 
+    def add_lora(self, lora_request: LoRARequest) -> bool:
+        if self.lora_manager is None:
+            raise ValueError("LoRA is off: start the engine with lora=enabled.")
+        return self.lora_manager.add_adapter(lora_request)
+
+    def remove_lora(self, lora_int_id: int) -> bool:
+        return self.lora_manager is not None and self.lora_manager.remove_adapter(lora_int_id)
+
     def _update_states(self, so: SchedulerOutput) -> None:
         """Apply the step's differences to the request states and the batch rows. A request
         not scheduled this step leaves the batch (keeping its state) until it is again."""

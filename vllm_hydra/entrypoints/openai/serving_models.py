@@ -87,7 +87,10 @@ class OpenAIServingModels:
 
     # ---- runtime updates ----
 
-    async def load_lora_adapter(self, request: LoadLoRAAdapterRequest, check: LoRAChecker) -> str:
+    async def load_lora_adapter(
+        self, request: LoadLoRAAdapterRequest, check: LoRAChecker
+    ) -> LoRARequest:
+        """Serve the adapter under its name once `check` accepts it (a 4xx otherwise)."""
         self._check_runtime_updates()
         name = request.lora_name
         if name == self.served_model_name or name in self.lora_requests:
@@ -103,9 +106,10 @@ class OpenAIServingModels:
             kind = getattr(e.__cause__, "kind", "invalid_lora_adapter")
             raise BadRequestError(str(e), param="lora_path", code=kind) from e
         self.lora_requests[name] = lora_request
-        return f"Success: LoRA adapter '{name}' added successfully."
+        return lora_request
 
-    def unload_lora_adapter(self, request: UnloadLoRAAdapterRequest) -> str:
+    def unload_lora_adapter(self, request: UnloadLoRAAdapterRequest) -> LoRARequest:
+        """Stop serving the adapter (a 4xx if unknown or in use); the adapter removed."""
         self._check_runtime_updates()
         name = request.lora_name
         lora_request = self.lora_requests.get(name)
@@ -122,8 +126,7 @@ class OpenAIServingModels:
                 param="lora_name",
                 code="lora_adapter_busy",
             )
-        del self.lora_requests[name]
-        return f"Success: LoRA adapter '{name}' removed successfully."
+        return self.lora_requests.pop(name)
 
     def _check_runtime_updates(self) -> None:
         if self.allow_runtime_updates:

@@ -1,7 +1,7 @@
 """Batched LoRA ops: shrink (x @ A^T per token's adapter) and expand (+= buf @ B^T).
 
-The torch ops run anywhere; the Triton ops (CUDA, or the interpreter in tests) do the same
-from the per-token slot mapping in one launch each.
+The torch ops run anywhere, one matmul per adapter in the step; the Triton ops (CUDA, or the
+interpreter in tests) do the same from the per-token slot mapping, one launch per slice.
 """
 
 from __future__ import annotations
@@ -18,15 +18,17 @@ if TYPE_CHECKING:
 
 def lora_shrink(
     x: torch.Tensor,
-    lora_a_stacked: list[torch.Tensor],
+    lora_a: torch.Tensor,
     meta: LoRAKernelMeta,
     use_triton: bool = False,
 ) -> torch.Tensor:
+    """x [T, in], lora_a [slots, n x rank, in] (the n slices' A stacked) -> [*, n x rank]:
+    Triton's rows are the T tokens, the torch ops' the tokens with an adapter, grouped."""
     if use_triton:
         from vllm_hydra.lora.ops.triton_ops import triton_lora_shrink
 
-        return triton_lora_shrink(x, lora_a_stacked, meta.token_lora_mapping)
-    return torch_lora_shrink(x, lora_a_stacked, meta.segments)
+        return triton_lora_shrink(x, lora_a, meta.token_lora_mapping)
+    return torch_lora_shrink(x, lora_a, meta)
 
 
 def lora_expand(
@@ -42,4 +44,4 @@ def lora_expand(
 
         triton_lora_expand(y, buffer, lora_b_stacked, output_slices, meta.token_lora_mapping)
         return
-    torch_lora_expand(y, buffer, lora_b_stacked, output_slices, meta.segments)
+    torch_lora_expand(y, buffer, lora_b_stacked, output_slices, meta)

@@ -1,29 +1,24 @@
-"""Shrink and expand as torch ops, grouped by adapter (punica's SGMV): each adapter's tokens
-are gathered once, projected with one matmul per slice, and scattered back."""
+"""Shrink and expand as torch ops, grouped by adapter (punica's SGMV): the tokens with an
+adapter are gathered once, grouped by slot, and each group runs one matmul per op (and per
+slice for expand); expand scatters the sum back into the base layer's output."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
-Segments = tuple[tuple[int, torch.Tensor | None], ...]
+if TYPE_CHECKING:
+    from vllm_hydra.lora.punica_wrapper import LoRAKernelMeta
 
 
-def torch_lora_shrink(
-    x: torch.Tensor, lora_a_stacked: list[torch.Tensor], segments: Segments
-) -> torch.Tensor:
-    """x [T, in], A_i [slots, rank, in] -> [num_slices, T, rank] (zero for tokens without an
-    adapter)."""
-    rank = lora_a_stacked[0].shape[1]
-    x = x.to(lora_a_stacked[0].dtype)
-    out = x.new_zeros(len(lora_a_stacked), x.shape[0], rank)
-    for slot, indices in segments:
-        xs = x if indices is None else x.index_select(0, indices)
-        for i, lora_a in enumerate(lora_a_stacked):
-            shrunk = xs @ lora_a[slot].t()
-            if indices is None:
-                out[i] = shrunk
-            else:
-                out[i].index_copy_(0, indices, shrunk)
+def torch_lora_shrink(x: torch.Tensor, lora_a: torch.Tensor, meta: LoRAKernelMeta) -> torch.Tensor:
+    """x [T, in], lora_a [slots, n x rank, in] -> [active tokens (grouped), n x rank]."""
+    indices = meta.sorted_token_indices
+    xs = (x if indices is None else x.index_select(0, indices)).to(lora_a.dtype)
+    out = xs.new_empty(meta.num_active_tokens, lora_a.shape[1])
+    for slot, start, end in meta.ranges:
+        torch.matmul(xs[start:end], lora_a[slot].t(), out=out[start:end])
     return out
 
 
@@ -32,17 +27,18 @@ def torch_lora_expand(
     buffer: torch.Tensor,
     lora_b_stacked: list[torch.Tensor],
     output_slices: tuple[int, ...],
-    segments: Segments,
+    meta: LoRAKernelMeta,
 ) -> None:
-    """y [T, sum(output_slices)] += buffer[i] @ B_i[slot]^T into slice i, per token's slot."""
-    offset = 0
-    for i, (lora_b, size) in enumerate(zip(lora_b_stacked, output_slices, strict=True)):
-        target = y.narrow(1, offset, size)
-        for slot, indices in segments:
-            rows = buffer[i] if indices is None else buffer[i].index_select(0, indices)
-            delta = (rows @ lora_b[slot].t()).to(y.dtype)
-            if indices is None:
-                target.add_(delta)
-            else:
-                target.index_add_(0, indices, delta)
-        offset += size
+    """y [T, sum(output_slices)] += buffer's slice i @ B_i[slot]^T, per token's slot."""
+    delta = buffer.new_empty(meta.num_active_tokens, sum(output_slices))
+    for slot, start, end in meta.ranges:
+        offset = 0
+        for i, (lora_b, size) in enumerate(zip(lora_b_stacked, output_slices, strict=True)):
+            rank = lora_b.shape[2]
+            rows = buffer[start:end, i * rank : (i + 1) * rank]
+            delta[start:end, offset : offset + size] = rows @ lora_b[slot].t()
+            offset += size
+    if meta.sorted_token_indices is None:
+        y.add_(delta.to(y.dtype))
+    else:
+        y.index_add_(0, meta.sorted_token_indices, delta.to(y.dtype))

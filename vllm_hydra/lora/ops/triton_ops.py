@@ -75,30 +75,29 @@ def _lora_expand_kernel(
 
 
 def triton_lora_shrink(
-    x: torch.Tensor, lora_a_stacked: list[torch.Tensor], token_lora_mapping: torch.Tensor
+    x: torch.Tensor, lora_a: torch.Tensor, token_lora_mapping: torch.Tensor
 ) -> torch.Tensor:
-    """x [T, in], A_i [slots, rank, in] -> [num_slices, T, rank] float32."""
+    """x [T, in], lora_a [slots, n x rank, in] -> [T, n x rank] float32 (zero: no adapter)."""
     num_tokens, in_features = x.shape
-    rank = lora_a_stacked[0].shape[1]
-    out = torch.zeros(len(lora_a_stacked), num_tokens, rank, dtype=torch.float32, device=x.device)
+    rank = lora_a.shape[1]
+    out = torch.zeros(num_tokens, rank, dtype=torch.float32, device=x.device)
     if num_tokens == 0:
         return out
     x = x.contiguous()
-    for i, lora_a in enumerate(lora_a_stacked):
-        _lora_shrink_kernel[(num_tokens,)](
-            x,
-            lora_a,
-            out[i],
-            token_lora_mapping,
-            x.stride(0),
-            lora_a.stride(0),
-            lora_a.stride(1),
-            out.stride(1),
-            IN_FEATURES=in_features,
-            RANK=rank,
-            RANK_PAD=triton.next_power_of_2(rank),
-            BLOCK_K=BLOCK_K,
-        )
+    _lora_shrink_kernel[(num_tokens,)](
+        x,
+        lora_a,
+        out,
+        token_lora_mapping,
+        x.stride(0),
+        lora_a.stride(0),
+        lora_a.stride(1),
+        out.stride(0),
+        IN_FEATURES=in_features,
+        RANK=rank,
+        RANK_PAD=triton.next_power_of_2(rank),
+        BLOCK_K=BLOCK_K,
+    )
     return out
 
 
@@ -109,7 +108,8 @@ def triton_lora_expand(
     output_slices: tuple[int, ...],
     token_lora_mapping: torch.Tensor,
 ) -> None:
-    """y [T, sum(output_slices)] (last dim contiguous) += buffer[i] @ B_i[slot]^T, in place."""
+    """y [T, sum(output_slices)] (last dim contiguous) += buffer[:, slice i's ranks] @
+    B_i[slot]^T, in place; buffer [T, n x rank]."""
     num_tokens = y.shape[0]
     if num_tokens == 0:
         return
@@ -120,11 +120,11 @@ def triton_lora_expand(
         rank = lora_b.shape[2]
         grid = (num_tokens, triton.cdiv(size, BLOCK_N))
         _lora_expand_kernel[grid](
-            buffer[i],
+            buffer[:, i * rank :],
             lora_b,
             y[:, offset:],
             token_lora_mapping,
-            buffer.stride(1),
+            buffer.stride(0),
             lora_b.stride(0),
             lora_b.stride(1),
             y.stride(0),
