@@ -63,3 +63,16 @@ def test_every_dp_engine_has_its_own_kv_cache(write_checkpoint) -> None:
     assert f"2 x the above: 2.00 GiB KV cache, {2 * plan.kv_cache_tokens:,} tokens" in (
         plan.describe()
     )
+
+
+def test_lora_slots_are_planned_and_taken_from_the_kv_budget() -> None:
+    base = ["model=llama3", "device=cuda", "dry_run=true", "parallel.tp=4"]
+    without = plan_memory(compose_config(base))
+    config = compose_config([*base, "lora=enabled", "lora.max_loras=4", "lora.max_lora_rank=16"])
+    plan = plan_memory(config)
+    # Per layer and rank, (A in + B out) of q, k, v, o, gate, up, down (B of q/k/v/gate/up and
+    # A of o/down split 4 ways) x rank 16 x 4 slots x 2 bytes, x 32 layers.
+    per_layer = (4096 + 1024) + 2 * (4096 + 256) + (1024 + 4096) + 2 * (4096 + 3584) + 3584 + 4096
+    assert plan.lora_bytes == per_layer * 16 * 4 * 2 * 32 == 171_966_464
+    assert plan.kv_budget_bytes == without.kv_budget_bytes - plan.lora_bytes
+    assert "LoRA adapter slots per rank" in plan.describe()

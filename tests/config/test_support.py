@@ -22,7 +22,7 @@ def test_tensor_and_pipeline_parallelism_are_supported() -> None:
     ("overrides", "expected"),
     [
         (["parallel.tp=2", "compilation=torch_compile"], "compiling a sharded model"),
-        (["lora=enabled"], "LoRA adapters are not built yet"),
+        (["lora=enabled", "compilation=torch_compile"], "compiled graphs do not follow"),
         (["speculative=ngram"], "speculative decoding is not built yet"),
     ],
 )

@@ -76,3 +76,13 @@ def test_free_queue_matches_a_list(ops: list[tuple[str, int]]) -> None:
             model.append(block)
         assert queue.get_all_free_blocks() == model
         assert queue.num_free_blocks == len(model)
+
+
+def test_extra_keys_keep_equal_tokens_of_two_adapters_apart() -> None:
+    tokens = [1, 2, 3, 4, 5, 6, 7, 8]
+    base, sql, sql_again = [], [], []
+    extend_block_hashes(base, tokens, block_size=4)
+    extend_block_hashes(sql, tokens, block_size=4, extra_keys=("sql",))
+    extend_block_hashes(sql_again, tokens, block_size=4, extra_keys=("sql",))
+    assert sql == sql_again
+    assert not set(base) & set(sql)

@@ -10,6 +10,7 @@ from tqdm import tqdm
 
 from vllm_hydra.benchmarks.workloads import BenchRequest
 from vllm_hydra.entrypoints.llm import LLM
+from vllm_hydra.lora.request import LoRARequest
 from vllm_hydra.sampling_params import SamplingParams, StructuredOutputsParams
 
 
@@ -31,21 +32,30 @@ def structured_outputs(request: BenchRequest) -> StructuredOutputsParams | None:
     )
 
 
-def warm_up(llm: LLM, requests: list[BenchRequest]) -> None:
+def warm_up(llm: LLM, requests: list[BenchRequest], loras: list[LoRARequest | None]) -> None:
     """A short untimed generate, so first-call costs stay out of the measurement (the grammar
     backend and the workload's schema included)."""
     params = [
         SamplingParams(max_tokens=2, structured_outputs=structured_outputs(r)) for r in requests[:2]
     ]
-    llm.generate([r.prompt_token_ids for r in requests[:2]], params, False)
+    prompts = [r.prompt_token_ids for r in requests[:2]]
+    llm.generate(prompts, params, False, lora_request=loras[:2])
 
 
-def run_throughput(llm: LLM, requests: list[BenchRequest], progress: bool) -> float:
-    """Seconds to generate the whole workload; checks every request got its output length."""
-    warm_up(llm, requests)
+def run_throughput(
+    llm: LLM,
+    requests: list[BenchRequest],
+    progress: bool,
+    loras: list[LoRARequest | None] | None = None,
+) -> float:
+    """Seconds to generate the whole workload (request k with adapter loras[k], if given);
+    checks every request got its output length."""
+    loras = loras or [None] * len(requests)
+    warm_up(llm, requests, loras)
     prompts = [r.prompt_token_ids for r in requests]
     start = time.perf_counter()
-    outputs = llm.generate(prompts, sampling_params(requests), use_tqdm=progress)
+    params = sampling_params(requests)
+    outputs = llm.generate(prompts, params, use_tqdm=progress, lora_request=loras)
     elapsed = time.perf_counter() - start
     for request, output in zip(requests, outputs, strict=True):
         assert len(output.outputs[0].token_ids) == request.output_len
@@ -53,17 +63,22 @@ def run_throughput(llm: LLM, requests: list[BenchRequest], progress: bool) -> fl
 
 
 def run_latency(
-    llm: LLM, batch: list[BenchRequest], num_warmup: int, num_iters: int, progress: bool
+    llm: LLM,
+    batch: list[BenchRequest],
+    num_warmup: int,
+    num_iters: int,
+    progress: bool,
+    loras: list[LoRARequest | None] | None = None,
 ) -> dict[str, float]:
     """Latency of generating one batch, over num_iters timed runs."""
     prompts = [r.prompt_token_ids for r in batch]
     params = sampling_params(batch)
     for _ in range(num_warmup):
-        llm.generate(prompts, params, use_tqdm=False)
+        llm.generate(prompts, params, use_tqdm=False, lora_request=loras)
     latencies = []
     for _ in tqdm(range(num_iters), desc="latency iterations", disable=not progress):
         start = time.perf_counter()
-        llm.generate(prompts, params, use_tqdm=False)
+        llm.generate(prompts, params, use_tqdm=False, lora_request=loras)
         latencies.append(time.perf_counter() - start)
     arr = np.asarray(latencies)
     stats = {"latency_mean_s": float(arr.mean())}

@@ -102,6 +102,19 @@ CAMPAIGNS = (
         "`ttft_p50_ms` is the warm figure (the compiled grammar is cached).",
     ),
     Campaign(
+        "tiny-lora",
+        "LoRA: four adapters spread over the requests against the base model, tiny model",
+        (
+            "bench.mode=throughput",
+            "lora=enabled",
+            "lora.max_loras=4",
+            "bench.lora_adapters=0,4",
+        ),
+        "The random workload; with `bench.lora_adapters=4` request k runs random adapter k mod "
+        "4 (rank 16 on every projection), so every step mixes four adapters; with 0 every "
+        "request runs the base model (the LoRA layers are there, but no step has an adapter).",
+    ),
+    Campaign(
         "bench-125m-parallel",
         "Tensor and data parallelism through the server, bench-125m (random weights)",
         (

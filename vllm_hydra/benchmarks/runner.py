@@ -9,6 +9,7 @@ from typing import Any
 
 from vllm_hydra.benchmarks import hf_baselines, offline
 from vllm_hydra.benchmarks.load_generator import run_load
+from vllm_hydra.benchmarks.lora_adapters import spread, write_random_adapters
 from vllm_hydra.benchmarks.metrics import offline_metrics, serve_metrics
 from vllm_hydra.benchmarks.peaks import MachinePeaks, machine_peaks
 from vllm_hydra.benchmarks.roofline import roofline
@@ -17,6 +18,7 @@ from vllm_hydra.benchmarks.workloads import BenchRequest, Tokenize, make_workloa
 from vllm_hydra.config.bench import BenchBackend, BenchConfig, BenchMode, BenchStructuredOutput
 from vllm_hydra.config.errors import ConfigError
 from vllm_hydra.config.vllm import VllmConfig
+from vllm_hydra.lora.request import LoRARequest
 
 
 def check_bench(bench: BenchConfig) -> None:
@@ -46,6 +48,27 @@ def check_bench(bench: BenchConfig) -> None:
         raise ConfigError(problems)
 
 
+def check_bench_lora(config: VllmConfig, bench: BenchConfig) -> None:
+    n = bench.lora_adapters
+    if n == 0:
+        return
+    problems = []
+    if n < 0:
+        problems.append(f"bench.lora_adapters={n} must be >= 0 (0: the base model alone).")
+    if not config.lora.enabled:
+        problems.append(
+            f"bench.lora_adapters={n} needs lora=enabled (and lora.max_loras for how many "
+            f"adapters a step may mix)."
+        )
+    if bench.mode is BenchMode.serve or bench.backend is not BenchBackend.engine:
+        problems.append(
+            f"bench.lora_adapters={n} runs with bench.backend=engine in throughput or latency "
+            f"mode only; got bench.mode={bench.mode.value}, bench.backend={bench.backend.value}."
+        )
+    if problems:
+        raise ConfigError(problems)
+
+
 def _tokenizer(config: VllmConfig) -> Tokenize | None:
     from vllm_hydra.tokenizer import get_tokenizer
 
@@ -67,11 +90,14 @@ def run_benchmark(
 ) -> dict[str, Any]:
     """Measure one job; the flat metrics dict that goes into results.json."""
     check_bench(bench)
+    check_bench_lora(config, bench)
     requests = build_workload(config, bench)
+    adapters = write_random_adapters(config, bench.lora_adapters, output_dir)
+    loras = spread(adapters, len(requests))
     if bench.mode is BenchMode.throughput:
-        metrics = _throughput(config, bench, requests)
+        metrics = _throughput(config, bench, requests, loras)
     elif bench.mode is BenchMode.latency:
-        metrics = _latency(config, bench, requests)
+        metrics = _latency(config, bench, requests, loras)
     else:
         metrics = _serve(config, bench, requests, server_overrides, output_dir)
     metrics.update(roofline(config, requests, _peaks(config, bench)))
@@ -95,14 +121,17 @@ def _peaks(config: VllmConfig, bench: BenchConfig) -> MachinePeaks:
 
 
 def _throughput(
-    config: VllmConfig, bench: BenchConfig, requests: list[BenchRequest]
+    config: VllmConfig,
+    bench: BenchConfig,
+    requests: list[BenchRequest],
+    loras: list[LoRARequest | None],
 ) -> dict[str, Any]:
     if bench.backend is BenchBackend.engine:
         from vllm_hydra.entrypoints.llm import LLM
 
         llm = LLM(config)
         try:
-            seconds = offline.run_throughput(llm, requests, bench.progress)
+            seconds = offline.run_throughput(llm, requests, bench.progress, loras)
         finally:
             llm.shutdown()
     else:
@@ -117,14 +146,19 @@ def _throughput(
 
 
 def _latency(
-    config: VllmConfig, bench: BenchConfig, requests: list[BenchRequest]
+    config: VllmConfig,
+    bench: BenchConfig,
+    requests: list[BenchRequest],
+    loras: list[LoRARequest | None],
 ) -> dict[str, Any]:
     from vllm_hydra.entrypoints.llm import LLM
 
     batch = requests[: bench.batch_size]
     llm = LLM(config)
     try:
-        stats = offline.run_latency(llm, batch, bench.num_warmup, bench.num_iters, bench.progress)
+        stats = offline.run_latency(
+            llm, batch, bench.num_warmup, bench.num_iters, bench.progress, loras[: len(batch)]
+        )
     finally:
         llm.shutdown()
     output_tokens = sum(r.output_len for r in batch)

@@ -88,6 +88,9 @@ class BenchConfig:
     # The value bench.py returns (to the Optuna sweeper): output tokens/s, or 0 when the p99
     # TTFT (serve mode) exceeds this limit (null: no limit).
     objective_ttft_p99_ms: float | None = None
+    # Random LoRA adapters made for the model (throughput and latency modes, lora=enabled),
+    # spread over the requests in turn; 0: every request runs the base model.
+    lora_adapters: int = 0
     # Draw tqdm progress bars.
     progress: bool = True
     # The machine's peak dense FLOP/s (TFLOP/s, in the model dtype) and memory read bandwidth

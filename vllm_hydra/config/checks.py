@@ -465,14 +465,22 @@ def check_lora(c: VllmConfig) -> list[str]:
 
 
 def check_lora_adapters_present(c: VllmConfig) -> list[str]:
-    """Every adapter is a PEFT directory (adapter_config.json and the weights)."""
-    return [
-        f"lora.adapters.{name}={path} is not a PEFT adapter directory (no "
-        f"{Path(path).expanduser() / 'adapter_config.json'}). Point it at a directory "
-        f"that holds adapter_config.json and the adapter weights."
-        for name, path in c.lora.adapters.items()
-        if not (Path(path).expanduser() / "adapter_config.json").is_file()
-    ]
+    """Every adapter is a PEFT directory this engine can serve (its adapter_config.json:
+    files, rank, target modules), and no adapter takes the base model's name."""
+    from vllm_hydra.lora.peft_helper import LoRAAdapterError, PEFTHelper
+
+    problems = []
+    for name, path in c.lora.adapters.items():
+        if name == c.served_model_name:
+            problems.append(
+                f"lora.adapters.{name}: the name is the served model's "
+                f"(server.served_model_name={c.served_model_name}). Give the adapter another name."
+            )
+        try:
+            PEFTHelper.from_local_dir(path, c.lora.max_lora_rank)
+        except LoRAAdapterError as e:
+            problems.append(f"lora.adapters.{name}={path}: {e}")
+    return problems
 
 
 def check_speculative(c: VllmConfig) -> list[str]:
@@ -607,6 +615,8 @@ def check_kv_cache_fits(c: VllmConfig, plan: MemoryPlan) -> list[str]:
 def _no_kv_memory(c: VllmConfig, plan: MemoryPlan) -> str:
     r = plan.reserves
     parts = f"weights {_gib(plan.weight_bytes)} + activations {_gib(plan.activation_bytes)}"
+    if plan.lora_bytes:
+        parts += f" + LoRA slots {_gib(plan.lora_bytes)}"
     if r.total:
         parts += f" + reserves {_gib(r.total)} (CUDA context, non-torch, graph pool)"
     return (

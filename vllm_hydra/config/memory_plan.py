@@ -43,11 +43,13 @@ class MemoryPlan:
     # CUDA only: the context, non-torch allocations and the graph pool (config/device_memory.py).
     reserves: Reserves = field(default_factory=Reserves)
     memory_utilization: float | None = None
+    # lora=enabled: the adapter slots (max_loras x A and B of every LoRA layer), per rank.
+    lora_bytes: int = 0
 
     @property
     def non_kv_bytes(self) -> int:
-        """Everything but the KV cache: weights, activations and the reserves."""
-        return self.weight_bytes + self.activation_bytes + self.reserves.total
+        """Everything but the KV cache: weights, activations, LoRA slots and the reserves."""
+        return self.weight_bytes + self.activation_bytes + self.lora_bytes + self.reserves.total
 
     @property
     def kv_bytes_per_block(self) -> int:
@@ -77,6 +79,7 @@ class MemoryPlan:
             ("weights per rank", _gib(self.weight_bytes)),
             ("activations per rank (estimate)", _gib(self.activation_bytes)),
             *self._reserve_rows(),
+            *([("LoRA adapter slots per rank", _gib(self.lora_bytes))] if self.lora_bytes else []),
             ("KV cache per token", f"{self.kv_bytes_per_token:,} B"),
             (f"KV cache per block ({self.block_size} tokens)", f"{self.kv_bytes_per_block:,} B"),
             (f"KV cache budget ({self.budget_key})", _gib(self.kv_budget_bytes)),
@@ -127,9 +130,11 @@ def plan_memory(config: VllmConfig) -> MemoryPlan:
     """Size the KV cache of one rank from the resolved config."""
     device = config.device.type
     weights, activations = weight_bytes_per_rank(config), activation_bytes_per_rank(config)
+    lora = lora_bytes_per_rank(config)
     device_bytes, assumed = _device_memory_bytes(config)
     reserved = reserves(config)
-    budget_key, budget = _kv_budget(config, device_bytes, weights + activations + reserved.total)
+    non_kv = weights + activations + lora + reserved.total
+    budget_key, budget = _kv_budget(config, device_bytes, non_kv)
     per_block = kv_bytes_per_token_per_rank(config) * config.cache.block_size
     num_blocks = config.cache.num_blocks_override or max(budget, 0) // per_block
     return MemoryPlan(
@@ -147,6 +152,7 @@ def plan_memory(config: VllmConfig) -> MemoryPlan:
         dp=config.parallel.dp,
         reserves=reserved,
         memory_utilization=config.cache.memory_utilization,
+        lora_bytes=lora,
     )
 
 
@@ -181,6 +187,28 @@ def weight_bytes_per_rank(config: VllmConfig) -> int:
         per_layer_bytes += linear * bits // 8 + _scale_bytes_per_layer(config)
     layers = per_layer_bytes * layers_per_stage(config)
     return (layers + (embed + lm_head) * config.dtype_bytes) // config.parallel.tp
+
+
+def lora_bytes_per_rank(config: VllmConfig) -> int:
+    """The LoRA layers' stacked A [max_loras, max_lora_rank, in] and B [max_loras, out,
+    max_lora_rank] on the largest stage: column-parallel layers hold their share of B's rows,
+    row-parallel ones their share of A's columns; 0 without LoRA."""
+    lora = config.lora
+    if not lora.enabled:
+        return 0
+    arch, tp = config.arch, config.parallel.tp
+    h, d, inter = arch.hidden_size, arch.head_dim, arch.intermediate_size
+    q, kv = arch.num_attention_heads * d // tp, kv_heads_per_rank(config) * d
+    # (A's input features, B's output features) of each slice on one rank.
+    slices = [(h, q), (h, kv), (h, kv), (q, h), (h, inter // tp), (h, inter // tp)]
+    slices.append((inter // tp, h))
+    per_layer = sum(inp + out for inp, out in slices) * lora.max_lora_rank * lora.max_loras
+    name = lora.lora_dtype.value
+    dtype_bytes = config.dtype_bytes if name == "auto" else DTYPE_BYTES_BY_NAME[name]
+    return per_layer * dtype_bytes * layers_per_stage(config)
+
+
+DTYPE_BYTES_BY_NAME = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
 def linear_params_per_layer(arch: ModelArchConfig) -> int:

@@ -22,8 +22,10 @@ _NOT_BUILT: tuple[tuple[Callable[[VllmConfig], bool], str], ...] = (
         "capturing its graphs is not built yet. Use compilation=none with tp/pp > 1.",
     ),
     (
-        lambda c: c.lora.enabled,
-        "lora.enabled=true: LoRA adapters are not built yet. Use lora=none.",
+        lambda c: c.lora.enabled and c.compilation.mode is not CompilationMode.none,
+        "lora.enabled=true with compilation.mode other than none: the LoRA layers gather "
+        "per-adapter token groups each step, which compiled graphs do not follow yet. Use "
+        "compilation=none with lora=enabled.",
     ),
     (
         lambda c: c.speculative.method is not SpeculativeMethod.none,

@@ -124,7 +124,12 @@ class KVCacheManager:
         self.num_cached_block[request.request_id] = num_full
 
     def _update_block_hashes(self, request: Request) -> None:
-        extend_block_hashes(request.block_hashes, request.all_token_ids, self.block_size)
+        # The adapter changes every layer's K/V: its blocks are its own (vLLM's extra_keys).
+        lora = request.lora_request
+        extra_keys = (lora.lora_name,) if lora is not None else None
+        extend_block_hashes(
+            request.block_hashes, request.all_token_ids, self.block_size, extra_keys
+        )
 
     def free(self, request: Request) -> None:
         """Release a request's blocks, tail first, so its prefix is the last to be evicted."""

@@ -16,21 +16,29 @@ BlockHash = NewType("BlockHash", bytes)
 NONE_HASH = BlockHash(hashlib.sha256(b"vllm_hydra.none_hash").digest())
 
 
-def hash_block_tokens(parent_hash: BlockHash | None, block_token_ids: Sequence[int]) -> BlockHash:
-    """The hash of one full block, chained to the block before it."""
-    key = (parent_hash or NONE_HASH, tuple(block_token_ids))
+def hash_block_tokens(
+    parent_hash: BlockHash | None,
+    block_token_ids: Sequence[int],
+    extra_keys: tuple[object, ...] | None = None,
+) -> BlockHash:
+    """The hash of one full block, chained to the block before it. `extra_keys` (the LoRA
+    adapter's name) keep blocks of equal tokens but different KV apart."""
+    key = (parent_hash or NONE_HASH, tuple(block_token_ids), extra_keys)
     return BlockHash(hashlib.sha256(pickle.dumps(key, protocol=5)).digest())
 
 
 def extend_block_hashes(
-    block_hashes: list[BlockHash], token_ids: Sequence[int], block_size: int
+    block_hashes: list[BlockHash],
+    token_ids: Sequence[int],
+    block_size: int,
+    extra_keys: tuple[object, ...] | None = None,
 ) -> None:
     """Append the hashes of the full blocks of `token_ids` that `block_hashes` lacks."""
     num_full_blocks = len(token_ids) // block_size
     for i in range(len(block_hashes), num_full_blocks):
         parent = block_hashes[-1] if block_hashes else None
         block = token_ids[i * block_size : (i + 1) * block_size]
-        block_hashes.append(hash_block_tokens(parent, block))
+        block_hashes.append(hash_block_tokens(parent, block, extra_keys))
 
 
 @dataclass(eq=False, slots=True)

@@ -12,6 +12,7 @@ from vllm_hydra.engine.messages import (
     EngineCoreRequest,
     FinishReason,
 )
+from vllm_hydra.lora.request import LoRARequest
 from vllm_hydra.sampling_params import SamplingParams
 from vllm_hydra.structured_output.request import StructuredOutputRequest
 
@@ -58,6 +59,7 @@ class Request:
         eos_token_id: int | None,
         arrival_time: float | None = None,
         priority: int = 0,
+        lora_request: LoRARequest | None = None,
     ) -> None:
         self.request_id = request_id
         self.prompt_token_ids = prompt_token_ids
@@ -65,6 +67,7 @@ class Request:
         self.eos_token_id = eos_token_id
         self.arrival_time = time.time() if arrival_time is None else arrival_time
         self.priority = priority
+        self.lora_request = lora_request
         self.status = RequestStatus.WAITING
         self.stop_reason: int | str | None = None
         self.output_token_ids: list[int] = []
@@ -91,6 +94,7 @@ class Request:
             eos_token_id=request.eos_token_id,
             arrival_time=request.arrival_time,
             priority=request.priority,
+            lora_request=request.lora_request,
         )
 
     @property
@@ -104,6 +108,11 @@ class Request:
     @property
     def num_output_tokens(self) -> int:
         return len(self.output_token_ids)
+
+    @property
+    def lora_int_id(self) -> int:
+        """The adapter's id; 0: the base model."""
+        return self.lora_request.lora_int_id if self.lora_request else 0
 
     @property
     def use_structured_output(self) -> bool:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from vllm_hydra.lora.request import LoRARequest
 from vllm_hydra.sampling_params import SamplingParams
 
 
@@ -42,6 +43,8 @@ class NewRequestData:
     output_token_ids: list[int] = field(default_factory=list)
     # The EOS id the sampler masks until min_tokens are out (None: the model has none).
     eos_token_id: int | None = None
+    # The adapter the request runs with; None: the base model.
+    lora_request: LoRARequest | None = None
 
 
 @dataclass

@@ -92,6 +92,8 @@ class Scheduler:
         self.structured_output_manager = structured_output_manager or StructuredOutputManager(
             vllm_config
         )
+        # A step runs at most this many adapters (the device's LoRA slots); 0: LoRA is off.
+        self.max_loras = vllm_config.lora.max_loras if vllm_config.lora.enabled else 0
         # Requests the scheduler itself ended (their grammar failed to compile), to report.
         self._failed_outputs: list[EngineCoreOutput] = []
 
@@ -180,6 +182,8 @@ class Scheduler:
             prefix_cache_hits=prefix.hits,
             num_preemptions=self.num_preemptions,
             num_finished_requests=self.num_finished_requests,
+            waiting_lora_adapters=_count_adapters(self.waiting),
+            running_lora_adapters=_count_adapters(self.running),
         )
 
     # ---- schedule ----
@@ -276,6 +280,9 @@ class Scheduler:
                 if not request.is_finished():  # its grammar is still compiling
                     skipped.append(self.waiting.pop_request())
                 continue
+            if not self._lora_fits(request):  # waits until its adapter's turn
+                skipped.append(self.waiting.pop_request())
+                continue
             computed_blocks, num_hit_tokens = self.kv_cache_manager.get_computed_blocks(request)
             num_new = request.num_tokens - num_hit_tokens
             if self.enable_chunked_prefill:
@@ -293,6 +300,13 @@ class Scheduler:
             plan.new_reqs.append(request)
         for request in reversed(skipped):  # back at the front, in their order
             self.waiting.prepend_request(request)
+
+    def _lora_fits(self, request: Request) -> bool:
+        """Whether the request's adapter is running already or a LoRA slot is left for it."""
+        if not request.lora_int_id:
+            return True
+        running = {r.lora_int_id for r in self.running if r.lora_int_id}
+        return request.lora_int_id in running or len(running) < self.max_loras
 
     def _grammar_ready(self, request: Request) -> bool:
         """Whether the request's matcher is ready; a grammar that failed to compile ends
@@ -353,6 +367,7 @@ class Scheduler:
             num_computed_tokens=request.num_computed_tokens,
             output_token_ids=list(request.output_token_ids),
             eos_token_id=request.eos_token_id,
+            lora_request=request.lora_request,
         )
 
     def _cached_request_data(self, plan: _StepPlan) -> CachedRequestData:
@@ -440,6 +455,15 @@ class Scheduler:
                 self._free_request(request)
                 break
         return new_token_ids
+
+
+def _count_adapters(requests: Iterable[Request]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for request in requests:
+        if request.lora_request is not None:
+            name = request.lora_request.lora_name
+            counts[name] = counts.get(name, 0) + 1
+    return counts
 
 
 def _logprob_rows(output: ModelRunnerOutput) -> dict[str, int]:

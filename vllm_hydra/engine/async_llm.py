@@ -36,6 +36,7 @@ from vllm_hydra.engine.output_processor import (
     ParentRequest,
     child_sampling_params,
 )
+from vllm_hydra.lora.request import LoRARequest
 from vllm_hydra.metrics.loggers import StatLoggerManager
 from vllm_hydra.metrics.stats import IterationStats
 from vllm_hydra.request_output import RequestOutput
@@ -89,12 +90,14 @@ class AsyncLLM:
         request_id: str,
         prompt: str | None = None,
         trace_headers: Mapping[str, str] | None = None,
+        lora_request: LoRARequest | None = None,
     ) -> AsyncIterator[RequestOutput]:
         """Yield the request's outputs per `sampling_params.output_kind`, the last finished.
         Validation errors (SamplingParamsError) raise before anything reaches the engine.
-        `trace_headers` (W3C traceparent/tracestate) parent the request's span."""
+        `trace_headers` (W3C traceparent/tracestate) parent the request's span;
+        `lora_request` names the adapter to run with (None: the base model)."""
         collector = await self._add_request(
-            prompt_token_ids, sampling_params, request_id, prompt, trace_headers
+            prompt_token_ids, sampling_params, request_id, prompt, trace_headers, lora_request
         )
         try:
             finished = False
@@ -115,6 +118,7 @@ class AsyncLLM:
         request_id: str,
         prompt: str | None,
         trace_headers: Mapping[str, str] | None = None,
+        lora_request: LoRARequest | None = None,
     ) -> RequestOutputCollector:
         if self.dead_error is not None:
             raise self.dead_error
@@ -122,7 +126,7 @@ class AsyncLLM:
             raise self._stopping
         if request_id in self._collectors:
             raise ValueError(f"Request {request_id} is already running.")
-        requests = self._make_requests(prompt_token_ids, params, request_id)
+        requests = self._make_requests(prompt_token_ids, params, request_id, lora_request)
         self._ensure_output_handler()
         parent = ParentRequest(request_id, prompt, prompt_token_ids, params.n)
         collector = RequestOutputCollector(params.output_kind)
@@ -135,15 +139,23 @@ class AsyncLLM:
         return collector
 
     def _make_requests(
-        self, prompt_token_ids: list[int], params: SamplingParams, request_id: str
+        self,
+        prompt_token_ids: list[int],
+        params: SamplingParams,
+        request_id: str,
+        lora_request: LoRARequest | None = None,
     ) -> list[EngineCoreRequest]:
         """Validate everything first (the parent's n included), then build the children."""
-        parent = self.input_processor.process(request_id, prompt_token_ids, params)
+        process = self.input_processor.process
+        parent = process(request_id, prompt_token_ids, params, lora_request=lora_request)
         if params.n == 1:
             return [parent]
         return [
-            self.input_processor.process(
-                f"{i}_{request_id}", prompt_token_ids, child_sampling_params(params, i)
+            process(
+                f"{i}_{request_id}",
+                prompt_token_ids,
+                child_sampling_params(params, i),
+                lora_request=lora_request,
             )
             for i in range(params.n)
         ]
@@ -246,6 +258,18 @@ class AsyncLLM:
         """Each engine's SchedulerStats, by engine index (each labelled "engine_index")."""
         return await self.engine_core.call_utility_all_async("get_stats")
 
+    async def add_lora(self, lora_request: LoRARequest) -> bool:
+        """Read the adapter into every engine's workers now, not at its first request."""
+        r = lora_request
+        results = await self.engine_core.call_utility_all_async(
+            "add_lora", r.lora_name, r.lora_int_id, r.lora_path
+        )
+        return all(results)
+
+    async def remove_lora(self, lora_int_id: int) -> bool:
+        """Drop the adapter from every engine's workers (its slot and host copy)."""
+        return all(await self.engine_core.call_utility_all_async("remove_lora", lora_int_id))
+
     async def reset_prefix_cache(self) -> bool:
         results = await self.engine_core.call_utility_all_async("reset_prefix_cache")
         return all(results)
@@ -271,6 +295,7 @@ def _make_logger_manager(vllm_config: VllmConfig) -> StatLoggerManager | None:
         range(vllm_config.parallel.dp),
         log_stats=obs.log_stats,
         metrics=obs.metrics,
+        max_lora=vllm_config.lora.max_loras if vllm_config.lora.enabled else 0,
     )
 
 
@@ -298,5 +323,10 @@ def aggregate_engine_stats(per_engine: list[dict[str, Any]]) -> dict[str, Any]:
         if key == "engine_index":
             continue
         values = [stats[key] for stats in per_engine]
-        totals[key] = sum(values) / len(values) if isinstance(value, float) else sum(values)
+        if isinstance(value, dict):  # per LoRA adapter counts
+            totals[key] = {k: sum(v.get(k, 0) for v in values) for v in values for k in v}
+        elif isinstance(value, float):
+            totals[key] = sum(values) / len(values)
+        else:
+            totals[key] = sum(values)
     return {**totals, "engines": per_engine}

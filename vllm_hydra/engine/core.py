@@ -185,6 +185,14 @@ class EngineCore:
     def reset_prefix_cache(self) -> bool:
         return self.scheduler.reset_prefix_cache()
 
+    def add_lora(self, lora_name: str, lora_int_id: int, lora_path: str) -> bool:
+        """Preload an adapter into the workers (a runtime load; a UTILITY call)."""
+        return self.model_executor.add_lora(lora_name, lora_int_id, lora_path)
+
+    def remove_lora(self, lora_int_id: int) -> bool:
+        """Free an adapter's slot and host copy in the workers (a runtime unload)."""
+        return self.model_executor.remove_lora(lora_int_id)
+
 
 # How long the output thread may take to deliver the last frames before the process exits.
 SEND_LINGER_MS = 4000

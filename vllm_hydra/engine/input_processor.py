@@ -15,6 +15,9 @@ from transformers import PreTrainedTokenizerBase
 
 from vllm_hydra.config.vllm import VllmConfig
 from vllm_hydra.engine.messages import EngineCoreRequest
+from vllm_hydra.lora.lora_model import LoRAModel
+from vllm_hydra.lora.peft_helper import LoRAAdapterError
+from vllm_hydra.lora.request import LoRARequest
 from vllm_hydra.sampling_params import SamplingParams, SamplingParamsError
 from vllm_hydra.structured_output.validation import validate_structured_output
 
@@ -30,6 +33,8 @@ class InputProcessor:
         self.max_model_len = config.model.max_model_len or 0
         self.vocab_size = config.arch.vocab_size
         self.eos_token_id = _eos_token_id(config, tokenizer)
+        # Adapters whose weights were read and checked against the model (by lora_int_id).
+        self._checked_loras: set[int] = set()
 
     def tokenize(self, prompt: str | list[int], add_special_tokens: bool = True) -> list[int]:
         if isinstance(prompt, str):
@@ -60,8 +65,11 @@ class InputProcessor:
         params: SamplingParams,
         arrival_time: float | None = None,
         priority: int = 0,
+        lora_request: LoRARequest | None = None,
     ) -> EngineCoreRequest:
         self._validate(prompt_token_ids, params)
+        if lora_request is not None:
+            self.check_lora(lora_request)
         if params.structured_outputs is not None:
             params = self._with_structured_output_backend(params)
         return EngineCoreRequest(
@@ -71,7 +79,28 @@ class InputProcessor:
             eos_token_id=self.eos_token_id,
             arrival_time=time.time() if arrival_time is None else arrival_time,
             priority=priority,
+            lora_request=lora_request,
         )
+
+    def check_lora(self, lora_request: LoRARequest) -> None:
+        """Read the adapter once and check it fits the model, so that the workers (which load
+        it when a step first needs it) never meet a bad one. Raises SamplingParamsError."""
+        if not self.config.lora.enabled:
+            raise SamplingParamsError(
+                "lora_request", "This engine runs without LoRA: start it with lora=enabled."
+            )
+        if lora_request.lora_int_id in self._checked_loras:
+            return
+        try:
+            LoRAModel.from_local_checkpoint(
+                lora_request.lora_path,
+                lora_request.lora_int_id,
+                self.config.arch,
+                self.config.lora.max_lora_rank,
+            )
+        except LoRAAdapterError as e:
+            raise SamplingParamsError("lora_request", str(e)) from e
+        self._checked_loras.add(lora_request.lora_int_id)
 
     def _with_structured_output_backend(self, params: SamplingParams) -> SamplingParams:
         """Compile-check the constraint now (a 400, not an engine error) and record the backend

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from vllm_hydra.lora.request import LoRARequest
 from vllm_hydra.metrics.stats import SchedulerStats
 from vllm_hydra.sampling_params import SamplingParams
 
@@ -59,6 +60,7 @@ class EngineCoreRequest(msgspec.Struct, array_like=True, omit_defaults=True):
     eos_token_id: int | None
     arrival_time: float
     priority: int = 0
+    lora_request: LoRARequest | None = None
 
 
 class EngineCoreOutput(msgspec.Struct, array_like=True, omit_defaults=True):

@@ -37,6 +37,10 @@ from vllm_hydra.entrypoints.openai.errors import (
     register_error_handlers,
     stream_error_event,
 )
+from vllm_hydra.entrypoints.openai.lora_protocol import (
+    LoadLoRAAdapterRequest,
+    UnloadLoRAAdapterRequest,
+)
 from vllm_hydra.entrypoints.openai.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -163,6 +167,8 @@ def _add_routes(app: FastAPI) -> None:
     app.post("/v1/completions", responses=ERROR_DOCS)(create_completion)
     app.post("/v1/chat/completions", responses=ERROR_DOCS)(create_chat_completion)
     app.get("/v1/models", responses=ERROR_DOCS)(show_available_models)
+    app.post("/v1/load_lora_adapter", responses=ERROR_DOCS)(load_lora_adapter)
+    app.post("/v1/unload_lora_adapter", responses=ERROR_DOCS)(unload_lora_adapter)
     app.get("/health", response_class=Response, responses=_HEALTH_DOCS)(health)
     app.get("/version")(version)
     app.post("/tokenize", responses=ERROR_DOCS)(tokenize)
@@ -223,6 +229,26 @@ async def _sse(chunks: AsyncIterator[str]) -> AsyncIterator[str]:
 async def show_available_models(raw_request: Request) -> JSONResponse:
     models: OpenAIServingModels = raw_request.app.state.models
     return JSONResponse(models.show_available_models().model_dump())
+
+
+async def load_lora_adapter(request: LoadLoRAAdapterRequest, raw_request: Request) -> Response:
+    """Serve a PEFT adapter under a new model name (lora.allow_runtime_updates=true)."""
+    models: OpenAIServingModels = raw_request.app.state.models
+    engine: AsyncLLM = raw_request.app.state.engine_client
+    lora = await models.load_lora_adapter(request, engine.input_processor.check_lora)
+    await engine.add_lora(lora)  # read by the workers now, not at its first request
+    message = f"Success: LoRA adapter '{lora.lora_name}' added successfully."
+    return Response(content=message, status_code=200)
+
+
+async def unload_lora_adapter(request: UnloadLoRAAdapterRequest, raw_request: Request) -> Response:
+    """Stop serving an adapter that no request is using, and free it in the workers."""
+    models: OpenAIServingModels = raw_request.app.state.models
+    engine: AsyncLLM = raw_request.app.state.engine_client
+    lora = models.unload_lora_adapter(request)
+    await engine.remove_lora(lora.lora_int_id)
+    message = f"Success: LoRA adapter '{lora.lora_name}' removed successfully."
+    return Response(content=message, status_code=200)
 
 
 async def health(raw_request: Request) -> Response:

@@ -23,12 +23,14 @@ from vllm_hydra.engine.output_processor import (
     ParentRequest,
     child_sampling_params,
 )
+from vllm_hydra.lora.request import LoRARequest
 from vllm_hydra.request_output import RequestOutput
 from vllm_hydra.sampling_params import RequestOutputKind, SamplingParams
 from vllm_hydra.tokenizer import get_tokenizer
 
 PromptInput = str | list[int]
 Params = SamplingParams | Sequence[SamplingParams] | None
+LoRAInput = LoRARequest | Sequence[LoRARequest | None] | None
 
 
 class LLM:
@@ -56,24 +58,27 @@ class LLM:
         prompts: PromptInput | Sequence[PromptInput],
         sampling_params: Params = None,
         use_tqdm: bool = True,
+        lora_request: LoRAInput = None,
     ) -> list[RequestOutput]:
-        """Generate for each prompt (text or token ids); outputs come back in input order."""
+        """Generate for each prompt (text or token ids); outputs come back in input order.
+        `lora_request`: one adapter for every prompt, or one (or None) per prompt."""
         prompt_list = _as_prompt_list(prompts)
         ids = [self.input_processor.tokenize(p) for p in prompt_list]
         texts = [p if isinstance(p, str) else None for p in prompt_list]
-        return self._generate(ids, texts, sampling_params, use_tqdm)
+        return self._generate(ids, texts, sampling_params, use_tqdm, lora_request)
 
     def chat(
         self,
         messages: ChatMessages | Sequence[ChatMessages],
         sampling_params: Params = None,
         use_tqdm: bool = True,
+        lora_request: LoRAInput = None,
     ) -> list[RequestOutput]:
         """Generate a reply to each conversation, rendered with the model's chat template."""
         conversations = [messages] if messages and isinstance(messages[0], dict) else messages
         ids = [self.input_processor.apply_chat_template(c) for c in conversations]  # type: ignore[arg-type]
         texts = [self.tokenizer.decode(i) for i in ids] if self.tokenizer else [None] * len(ids)
-        return self._generate(ids, texts, sampling_params, use_tqdm)
+        return self._generate(ids, texts, sampling_params, use_tqdm, lora_request)
 
     def get_tokenizer(self):
         return self.tokenizer
@@ -88,21 +93,30 @@ class LLM:
         texts: list[str | None],
         sampling_params: Params,
         use_tqdm: bool,
+        lora_request: LoRAInput = None,
     ) -> list[RequestOutput]:
         params = _per_prompt(sampling_params, len(prompt_ids))
+        loras = _per_prompt_lora(lora_request, len(prompt_ids))
         order = [
-            self._add_request(i, t, p) for i, t, p in zip(prompt_ids, texts, params, strict=True)
+            self._add_request(i, t, p, lora)
+            for i, t, p, lora in zip(prompt_ids, texts, params, loras, strict=True)
         ]
         finished = self._run_engine(len(order), use_tqdm)
         return [finished[request_id] for request_id in order]
 
-    def _add_request(self, prompt_ids: list[int], text: str | None, params: SamplingParams) -> str:
+    def _add_request(
+        self,
+        prompt_ids: list[int],
+        text: str | None,
+        params: SamplingParams,
+        lora_request: LoRARequest | None = None,
+    ) -> str:
         request_id = str(next(self._request_counter))
         parent = ParentRequest(request_id, text, prompt_ids, params.n)
         for index in range(params.n):
             child_id = request_id if params.n == 1 else f"{index}_{request_id}"
             request = self.input_processor.process(
-                child_id, prompt_ids, _child_params(params, index)
+                child_id, prompt_ids, _child_params(params, index), lora_request=lora_request
             )
             self.output_processor.add_request(request, parent, index)
             self.engine_core.add_request(request)
@@ -140,6 +154,14 @@ def _per_prompt(params: Params, count: int) -> list[SamplingParams]:
     if len(params) != count:
         raise ValueError(f"Got {len(params)} sampling params for {count} prompts.")
     return list(params)
+
+
+def _per_prompt_lora(lora_request: LoRAInput, count: int) -> list[LoRARequest | None]:
+    if lora_request is None or isinstance(lora_request, LoRARequest):
+        return [lora_request] * count
+    if len(lora_request) != count:
+        raise ValueError(f"Got {len(lora_request)} LoRA requests for {count} prompts.")
+    return list(lora_request)
 
 
 def _child_params(params: SamplingParams, index: int) -> SamplingParams:

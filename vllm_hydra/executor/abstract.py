@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import Future
+from typing import Any
 
 from vllm_hydra.config.parallel import DistributedBackend
 from vllm_hydra.config.vllm import VllmConfig
@@ -63,6 +64,18 @@ class Executor(ABC):
     def register_failure_callback(self, callback: Callable[[], None]) -> None:  # noqa: B027
         """Call `callback` (from any thread) once the workers fail; in-process workers cannot
         fail apart from the engine, so the default never calls it."""
+
+    @abstractmethod
+    def collective_rpc(self, method: str, *args: Any) -> list[Any]:
+        """Call `method` on every rank's Worker; one result per rank, in rank order."""
+
+    def add_lora(self, lora_name: str, lora_int_id: int, lora_path: str) -> bool:
+        """Read an adapter into every rank's host cache (a runtime load)."""
+        return all(self.collective_rpc("add_lora", lora_name, lora_int_id, lora_path))
+
+    def remove_lora(self, lora_int_id: int) -> bool:
+        """Drop an adapter from every rank's slots and host cache (a runtime unload)."""
+        return all(self.collective_rpc("remove_lora", lora_int_id))
 
     @abstractmethod
     def shutdown(self) -> None:

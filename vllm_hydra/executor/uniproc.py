@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import Future
+from typing import Any
 
 from vllm_hydra.core.sched_output import SchedulerOutput
 from vllm_hydra.executor.abstract import Executor
@@ -15,6 +16,9 @@ class UniProcExecutor(Executor):
         self.worker = Worker(self.config)
         self.worker.init_device()
         self.worker.load_model()
+
+    def collective_rpc(self, method: str, *args: Any) -> list[Any]:
+        return [getattr(self.worker, method)(*args)]
 
     def determine_available_memory(self) -> int:
         return self.worker.determine_available_memory()

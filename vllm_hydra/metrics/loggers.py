@@ -83,13 +83,16 @@ class StatLoggerManager:
         engine_indexes: Iterable[int] = (0,),
         log_stats: bool = True,
         metrics: bool = True,
+        max_lora: int = 0,
     ) -> None:
         engine_indexes = list(engine_indexes)
         self.logging_loggers = (
             {i: LoggingStatLogger(i) for i in engine_indexes} if log_stats else {}
         )
         self.prometheus = (
-            PrometheusStatLogger(model_name, max_model_len, engine_indexes) if metrics else None
+            PrometheusStatLogger(model_name, max_model_len, engine_indexes, max_lora)
+            if metrics
+            else None
         )
 
     def record(

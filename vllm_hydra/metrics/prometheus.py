@@ -40,11 +40,28 @@ def build_1_2_5_buckets(max_value: int) -> list[int]:
 
 class PrometheusStatLogger:
     def __init__(
-        self, model_name: str, max_model_len: int, engine_indexes: Iterable[int] = (0,)
+        self,
+        model_name: str,
+        max_model_len: int,
+        engine_indexes: Iterable[int] = (0,),
+        max_lora: int = 0,
     ) -> None:
         self.registry = CollectorRegistry()
         self.model_name = model_name
         self._gauges()
+        # lora=enabled: vLLM's info gauge, one series per (waiting, running) adapter set,
+        # whose value is the time that set was last seen.
+        self.max_lora = max_lora
+        self.gauge_lora_info = (
+            Gauge(
+                "vllm:lora_requests_info",
+                "Running stats on LoRA requests.",
+                ("max_lora", "waiting_lora_adapters", "running_lora_adapters"),
+                registry=self.registry,
+            )
+            if max_lora
+            else None
+        )
         self._counters()
         self._histograms(max_model_len)
         # The scheduler's running totals as last seen, per engine: counters take differences.
@@ -162,6 +179,12 @@ class PrometheusStatLogger:
             max(stats.prefix_cache_hits - last.prefix_cache_hits, 0)
         )
         self._last_totals[engine_index] = stats
+        if self.gauge_lora_info is not None:
+            self.gauge_lora_info.labels(
+                str(self.max_lora),
+                ",".join(sorted(stats.waiting_lora_adapters)),
+                ",".join(sorted(stats.running_lora_adapters)),
+            ).set_to_current_time()
 
     def _record_iteration(self, stats: IterationStats, labels: tuple[str, str]) -> None:
         self.counter_prompt_tokens.labels(*labels).inc(stats.num_prompt_tokens)

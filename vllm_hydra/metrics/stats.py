@@ -37,6 +37,9 @@ class SchedulerStats:
     num_preemptions: int = 0
     num_finished_requests: int = 0
     engine_index: int = 0
+    # LoRA adapter name -> its requests waiting / running (lora=enabled only).
+    waiting_lora_adapters: dict[str, int] = field(default_factory=dict)
+    running_lora_adapters: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass

@@ -66,8 +66,8 @@ class InputBatch:
         self.requests: list[CachedRequestState | None] = [None] * max_num_reqs
         # Row -> the request's own RNG (seeded requests).
         self.generators: dict[int, torch.Generator] = {}
-        # Issue 18 (LoRA): each row's adapter slot, 0 for none; the LoRA layers read the rows
-        # of this step's tokens from it.
+        # Each row's adapter id (lora_int_id), 0 for none; the LoRA manager maps the ids to
+        # device slots and the rows to this step's tokens.
         self.request_lora_mapping = np.zeros(max_num_reqs, dtype=np.int32)
         # Issue 16 (structured outputs): each row's allowed-token bitmask for this step,
         # [num_reqs, ceil(vocab / 32)] int32, applied to the logits right before sampling;
@@ -99,6 +99,7 @@ class InputBatch:
         self.num_computed_tokens_cpu[row] = state.num_computed_tokens
         self.block_table.add_row(state.block_ids, row)
         self._write_sampling_row(state, row)
+        self.request_lora_mapping[row] = state.lora_request.lora_int_id if state.lora_request else 0
         self._sampling_metadata = None
         return row
 

@@ -33,6 +33,8 @@ from vllm_hydra.config.vllm import VllmConfig
 from vllm_hydra.core.sched_output import CachedRequestData, SchedulerOutput
 from vllm_hydra.distributed.parallel_state import get_pp_group
 from vllm_hydra.distributed.utils import get_pp_indices
+from vllm_hydra.lora.request import LoRARequest
+from vllm_hydra.lora.worker_manager import WorkerLoRAManager
 from vllm_hydra.model_executor.model_loader import get_model
 from vllm_hydra.outputs import LogprobsTensors, ModelRunnerOutput
 from vllm_hydra.sample.logprobs import compute_logprobs, gather_logprobs
@@ -63,6 +65,8 @@ class ModelRunner:
         # The model forward as compilation.mode runs it (eager or under torch.compile).
         self.model_forward: ModelForward | None = None
         self.cudagraph_runner: CUDAGraphRunner | None = None
+        # lora=enabled: the adapters (host cache, device slots) and the LoRA layers' mapping.
+        self.lora_manager: WorkerLoRAManager | None = None
         self.kv_caches: list[torch.Tensor] = []
         self.requests: dict[str, CachedRequestState] = {}
         scheduler, compilation = vllm_config.scheduler, vllm_config.compilation
@@ -85,6 +89,8 @@ class ModelRunner:
 
     def load_model(self) -> None:
         self.model = get_model(self.config)
+        if self.config.lora.enabled:  # wraps the linears before anything compiles them
+            self.lora_manager = WorkerLoRAManager(self.model, self.config, self.device)
         self.model_forward = self.model
         if self.config.compilation.mode is CompilationMode.torch_compile:
             self.model_forward = compile_model(self.model, self.config.compilation.cache_dir)
@@ -218,6 +224,7 @@ class ModelRunner:
         num_scheduled = np.array([scheduled[r] for r in req_ids], dtype=np.int32)
         inputs = prepare_inputs(batch, num_scheduled, self.input_buffers)
         inputs.attn_metadata = self.attn_metadata_builder.build(inputs.attn_metadata)
+        self._set_active_loras(num_scheduled)
         num_tokens = inputs.attn_metadata.num_actual_tokens
         hidden = self._forward(
             inputs.input_ids,
@@ -242,6 +249,24 @@ class ModelRunner:
     def _model(self) -> nn.Module:
         assert self.model is not None, "load_model() runs before any step"
         return self.model
+
+    def _set_active_loras(self, num_scheduled: np.ndarray) -> None:
+        """This step's adapters into device slots; each token mapped to its row's slot."""
+        if self.lora_manager is None:
+            return
+        rows: list[LoRARequest | None] = [
+            s.lora_request if s is not None else None
+            for s in self.input_batch.requests[: self.input_batch.num_reqs]
+        ]
+        self.lora_manager.set_active_adapters(rows, num_scheduled)
+
+    def add_lora(self, lora_request: LoRARequest) -> bool:
+        if self.lora_manager is None:
+            raise ValueError("LoRA is off: start the engine with lora=enabled.")
+        return self.lora_manager.add_adapter(lora_request)
+
+    def remove_lora(self, lora_int_id: int) -> bool:
+        return self.lora_manager is not None and self.lora_manager.remove_adapter(lora_int_id)
 
     def _update_states(self, so: SchedulerOutput) -> None:
         """Apply the step's differences to the request states and the batch rows. A request

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import torch
 
 from vllm_hydra.core.sched_output import NewRequestData
+from vllm_hydra.lora.request import LoRARequest
 from vllm_hydra.sampling_params import SamplingParams
 
 
@@ -21,6 +22,7 @@ class CachedRequestState:
     num_computed_tokens: int
     eos_token_id: int | None
     output_token_ids: list[int] = field(default_factory=list)
+    lora_request: LoRARequest | None = None
 
     @classmethod
     def from_new_request(cls, new: NewRequestData, device: torch.device) -> CachedRequestState:
@@ -38,6 +40,7 @@ class CachedRequestState:
             num_computed_tokens=new.num_computed_tokens,
             eos_token_id=new.eos_token_id,
             output_token_ids=list(new.output_token_ids),
+            lora_request=new.lora_request,
         )
 
     @property

@@ -21,6 +21,7 @@ from vllm_hydra.distributed.parallel_state import (
     init_distributed_environment,
     initialize_model_parallel,
 )
+from vllm_hydra.lora.request import LoRARequest
 from vllm_hydra.outputs import ModelRunnerOutput
 from vllm_hydra.worker.model_runner import ModelRunner
 
@@ -127,6 +128,12 @@ class Worker:
 
     def execute_model(self, scheduler_output: SchedulerOutput) -> ModelRunnerOutput:
         return self._runner().execute_model(scheduler_output)
+
+    def add_lora(self, lora_name: str, lora_int_id: int, lora_path: str) -> bool:
+        return self._runner().add_lora(LoRARequest(lora_name, lora_int_id, lora_path))
+
+    def remove_lora(self, lora_int_id: int) -> bool:
+        return self._runner().remove_lora(lora_int_id)
 
     def _runner(self) -> ModelRunner:
         assert self.model_runner is not None, "init_device() runs first"

@@ -56,8 +56,18 @@ class AuthenticationError(OpenAIError):
     error_type = "invalid_request_error"
 
 
+class PermissionDeniedError(OpenAIError):
+    status_code = 403
+    error_type = "invalid_request_error"
+
+
 class NotFoundError(OpenAIError):
     status_code = 404
+    error_type = "invalid_request_error"
+
+
+class ConflictError(OpenAIError):
+    status_code = 409
     error_type = "invalid_request_error"
 
 

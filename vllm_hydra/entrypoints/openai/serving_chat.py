@@ -63,11 +63,12 @@ class OpenAIServingChat(OpenAIServing):
             check_tool_request(request, self.engine_client.vllm_config.server)
             self._new_tool_parser(request)  # (may adjust the request, as in vLLM)
             # The template sees the tools whatever the choice ("none" too, as vLLM's default).
+            lora = self.lora_request(request.model)
             token_ids = await self.render(request)
             params = self._params(request, token_ids)
             request_id = random_id("chatcmpl")
             prompt = self._decode(token_ids)
-            outputs = self.generate(token_ids, params, request_id, prompt, raw_request)
+            outputs = self.generate(token_ids, params, request_id, prompt, raw_request, lora)
             if request.stream:
                 return AdmittedStream(self._stream(request, request_id, outputs), admission)
             final = await until_disconnected(last_output(outputs), raw_request)

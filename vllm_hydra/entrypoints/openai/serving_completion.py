@@ -56,10 +56,11 @@ class OpenAIServingCompletion(OpenAIServing):
         prompt_list = self._prompt_list(request)
         admission = self.check_request(request, request.n * len(prompt_list))
         try:
+            lora = self.lora_request(request.model)
             prompts = [await self._prepare(p, request) for p in prompt_list]
             request_id = random_id("cmpl")
             streams = [
-                self.generate(p.token_ids, p.params, f"{request_id}-{i}", p.text, raw_request)
+                self.generate(p.token_ids, p.params, f"{request_id}-{i}", p.text, raw_request, lora)
                 for i, p in enumerate(prompts)
             ]
             if request.stream:

@@ -34,6 +34,7 @@ from vllm_hydra.entrypoints.openai.structured_outputs import (
     structured_output_renames,
     structured_outputs_params,
 )
+from vllm_hydra.lora.request import LoRARequest
 from vllm_hydra.request_output import Logprob, PromptLogprobs, RequestOutput
 from vllm_hydra.sampling_params import RequestOutputKind, SamplingParams, SamplingParamsError
 from vllm_hydra.tracing import extract_trace_headers
@@ -95,6 +96,17 @@ class OpenAIServing:
                 param="truncate_prompt_tokens",
             )
         return keep
+
+    def lora_request(self, model: str | None) -> LoRARequest | None:
+        """The adapter `model` names, checked against the model now (a 400 naming `model`,
+        never an error mid-stream); None for the base model."""
+        lora_request = self.models.check_model(model)
+        if lora_request is not None:
+            try:
+                self.engine_client.input_processor.check_lora(lora_request)
+            except SamplingParamsError as e:
+                raise BadRequestError(str(e), param="model") from e
+        return lora_request
 
     def check_engine_alive(self) -> None:
         if self.engine_client.errored:
@@ -171,12 +183,22 @@ class OpenAIServing:
         request_id: str,
         prompt: str | None,
         raw_request: Request | None = None,
+        lora_request: LoRARequest | None = None,
     ) -> AsyncIterator[RequestOutput]:
-        """Start the request in the engine; `raw_request`'s traceparent parents its span."""
+        """Start the request in the engine; `raw_request`'s traceparent parents its span.
+        A request of an adapter counts as in flight for it until its outputs end."""
         trace_headers = extract_trace_headers(raw_request.headers) if raw_request else None
-        return self.engine_client.generate(
-            prompt_token_ids, params, request_id, prompt=prompt, trace_headers=trace_headers
+        outputs = self.engine_client.generate(
+            prompt_token_ids,
+            params,
+            request_id,
+            prompt=prompt,
+            trace_headers=trace_headers,
+            lora_request=lora_request,
         )
+        if lora_request is None:
+            return outputs
+        return self.models.track(lora_request.lora_name, outputs)
 
 
 async def render_chat(
