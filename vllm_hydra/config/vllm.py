@@ -62,6 +62,9 @@ class VllmConfig(EngineSections):
     model_dir: str | None = None
     # Why model.dtype resolved as it did (printed by the dry run).
     dtype_reason: str = ""
+    # speculative.method=draft_model: the draft's architecture facts and checkpoint directory.
+    draft_model_arch: ModelArchConfig | None = None
+    draft_model_dir: str | None = None
 
     @property
     def arch(self) -> ModelArchConfig:
