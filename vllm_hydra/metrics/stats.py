@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from vllm_hydra.spec_decode.metrics import SpecDecodingStats
+
 if TYPE_CHECKING:
     from vllm_hydra.engine.messages import EngineCoreEvent, EngineCoreOutput, FinishReason
 
@@ -37,6 +39,8 @@ class SchedulerStats:
     num_preemptions: int = 0
     num_finished_requests: int = 0
     engine_index: int = 0
+    # Speculative decoding totals; None when it is off.
+    spec_decoding_stats: SpecDecodingStats | None = None
 
 
 @dataclass
