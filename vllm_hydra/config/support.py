@@ -26,8 +26,9 @@ _NOT_BUILT: tuple[tuple[Callable[[VllmConfig], bool], str], ...] = (
         "lora.enabled=true: LoRA adapters are not built yet. Use lora=none.",
     ),
     (
-        lambda c: c.speculative.enabled,
-        "speculative.method: the proposers are not built yet. Use speculative=none.",
+        lambda c: c.speculative.method is SpeculativeMethod.draft_model,
+        "speculative.method=draft_model: the draft-model proposer is not built yet. Use "
+        "speculative=ngram.",
     ),
     (
         lambda c: c.speculative.enabled and c.parallel.pp > 1,
