@@ -16,11 +16,12 @@ COMMON = [
     "device=cpu",
     "model.max_model_len=128",
     "scheduler.max_num_seqs=32",
-    "scheduler.max_num_batched_tokens=64",  # chunked prefill: 32 prompts share 64 tokens
+    "scheduler.max_num_batched_tokens=96",  # chunked prefill: 32 prompts share 96 tokens
     "cache.num_blocks_override=40",  # 39 usable blocks of 16 for 32 requests: preemption
     "cache.enable_prefix_caching=true",
 ]
-MAX_TOKENS = 24
+MAX_TOKENS = 16
+GREEDY = SamplingParams(temperature=0.0, max_tokens=MAX_TOKENS, ignore_eos=True)
 
 
 def _prompts() -> list[str]:
@@ -41,6 +42,11 @@ def llms():
     yield reference, speculative
 
 
+@pytest.fixture(scope="module")
+def reference_outputs(llms) -> list:
+    return _outputs(llms[0], GREEDY)
+
+
 def _scheduler(llm: LLM):
     return llm.engine_core.engine_core.scheduler  # type: ignore[union-attr]
 
@@ -56,13 +62,13 @@ def _same(reference: list, speculative: list) -> None:
         assert (spec.finish_reason, spec.stop_reason) == (ref.finish_reason, ref.stop_reason)
 
 
-def test_greedy_equals_no_speculation_under_chunking_and_preemption(llms) -> None:
-    reference, speculative = llms
-    params = SamplingParams(temperature=0.0, max_tokens=MAX_TOKENS, ignore_eos=True)
-    ref = _outputs(reference, params)
+def test_greedy_equals_no_speculation_under_chunking_and_preemption(
+    llms, reference_outputs
+) -> None:
+    ref = reference_outputs
     assert len({tuple(o.token_ids) for o in ref}) > 16, "reference outputs must vary"
-    spec = _outputs(speculative, params)
-    _same(ref, spec)
+    speculative = llms[1]
+    _same(ref, _outputs(speculative, GREEDY))
     scheduler = _scheduler(speculative)
     assert scheduler.num_preemptions > 0
     stats = scheduler.make_stats().spec_decoding_stats
@@ -72,12 +78,12 @@ def test_greedy_equals_no_speculation_under_chunking_and_preemption(llms) -> Non
     assert stats.mean_acceptance_length > 1.2
 
 
-def test_max_tokens_stop_strings_stop_tokens_and_eos_end_in_the_same_place(llms) -> None:
+def test_max_tokens_stop_strings_stop_tokens_and_eos_end_in_the_same_place(
+    llms, reference_outputs
+) -> None:
     reference, speculative = llms
-    long = SamplingParams(temperature=0.0, max_tokens=MAX_TOKENS, ignore_eos=True)
-    base = _outputs(reference, long)
     params = []
-    for i, out in enumerate(base):
+    for i, out in enumerate(reference_outputs):
         kind = i % 4
         if kind == 0:  # max_tokens that a step of 1 + k tokens would overshoot
             params.append(SamplingParams(temperature=0.0, max_tokens=1 + i % 7, ignore_eos=True))
@@ -85,7 +91,7 @@ def test_max_tokens_stop_strings_stop_tokens_and_eos_end_in_the_same_place(llms)
             stop = out.text[len(out.text) // 2 :][:3]
             params.append(SamplingParams(temperature=0.0, max_tokens=MAX_TOKENS, stop=[stop]))
         elif kind == 2:  # a stop token from the middle of the output
-            stop_id = out.token_ids[5 + i % 9]
+            stop_id = out.token_ids[4 + i % 9]
             params.append(
                 SamplingParams(temperature=0.0, max_tokens=MAX_TOKENS, stop_token_ids=[stop_id])
             )
