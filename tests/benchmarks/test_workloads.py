@@ -105,3 +105,18 @@ def test_sharegpt_needs_a_tokenizer_and_enough_conversations(tmp_path: Path) -> 
         make_workload(cfg, VOCAB, None)
     with pytest.raises(ConfigError, match="holds only 2 usable conversations"):
         make_workload(cfg, VOCAB, str.split)
+
+
+def test_repeat_workload_repeats_one_span() -> None:
+    from vllm_hydra.benchmarks.workloads import make_workload
+    from vllm_hydra.config.bench import WorkloadConfig, WorkloadName
+
+    cfg = WorkloadConfig(
+        name=WorkloadName.repeat, num_requests=4, num_repeats=3, input_len_min=30, input_len_max=40
+    )
+    requests = make_workload(cfg, vocab_size=4096)
+    for r in requests:
+        ids, n = r.prompt_token_ids, len(r.prompt_token_ids) // 3
+        assert len(ids) % 3 == 0 and ids == ids[:n] * 3
+        assert len(set(ids[:n])) > n // 2  # a random span, not one token
+    assert len({tuple(r.prompt_token_ids) for r in requests}) == 4
