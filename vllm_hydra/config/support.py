@@ -26,11 +26,6 @@ _NOT_BUILT: tuple[tuple[Callable[[VllmConfig], bool], str], ...] = (
         "lora.enabled=true: LoRA adapters are not built yet. Use lora=none.",
     ),
     (
-        lambda c: c.speculative.method is SpeculativeMethod.draft_model,
-        "speculative.method=draft_model: the draft-model proposer is not built yet. Use "
-        "speculative=ngram.",
-    ),
-    (
         lambda c: c.speculative.enabled and c.parallel.pp > 1,
         "speculative.method with parallel.pp > 1: speculative decoding across pipeline "
         "stages is not built yet. Use speculative=none with pp > 1, or parallel.pp=1.",

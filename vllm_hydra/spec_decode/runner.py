@@ -17,6 +17,7 @@ from vllm_hydra.config.vllm import VllmConfig
 from vllm_hydra.core.sched_output import SchedulerOutput
 from vllm_hydra.outputs import LogprobsTensors
 from vllm_hydra.sample.rejection_sampler import RejectionSampler, SpecDecodeMetadata
+from vllm_hydra.spec_decode.draft_model import DraftModelProposer
 from vllm_hydra.spec_decode.metadata import expand_sampling_metadata
 from vllm_hydra.spec_decode.ngram_proposer import NgramProposer
 from vllm_hydra.structured_output.bitmask import apply_grammar_bitmask
@@ -26,15 +27,33 @@ from vllm_hydra.worker.model_inputs import ModelInputs
 
 class SpecDecodeRunner:
     def __init__(
-        self, vllm_config: VllmConfig, batch: InputBatch, rejection_sampler: RejectionSampler
+        self,
+        vllm_config: VllmConfig,
+        batch: InputBatch,
+        rejection_sampler: RejectionSampler,
+        device: torch.device,
     ) -> None:
         spec = vllm_config.speculative
         self.batch = batch
         self.rejection_sampler = rejection_sampler
-        self.proposer = (
-            NgramProposer(vllm_config) if spec.method is SpeculativeMethod.ngram else None
+        self.ngram = NgramProposer(vllm_config) if spec.method is SpeculativeMethod.ngram else None
+        self.draft_model = (
+            DraftModelProposer(vllm_config, device) if spec.method.uses_draft_model else None
         )
         self.disable_by_batch_size = spec.disable_by_batch_size
+
+    # ---- the draft model's weights and KV cache (beside the target's) ----
+
+    def load_model(self) -> None:
+        if self.draft_model is not None:
+            self.draft_model.load_model()
+
+    def kv_cache_bytes_per_block(self) -> int:
+        return self.draft_model.kv_cache_bytes_per_block() if self.draft_model else 0
+
+    def initialize_kv_cache(self, num_blocks: int) -> None:
+        if self.draft_model is not None:
+            self.draft_model.initialize_kv_cache(num_blocks)
 
     def update_states(self, so: SchedulerOutput) -> None:
         """Each batch row's drafts for this step (none for rows the scheduler gave none)."""
@@ -89,12 +108,16 @@ class SpecDecodeRunner:
 
     # ---- propose ----
 
-    def propose(self, sampled: list[list[int]]) -> list[list[int]]:
+    def propose(self, sampled: list[list[int]], inputs: ModelInputs) -> list[list[int]]:
         """The next drafts of each row that sampled this step (in row order)."""
         batch, n = self.batch, self.batch.num_reqs
         drafts: list[list[int]] = [[] for _ in range(n)]
         limit = self.disable_by_batch_size
-        if self.proposer is None or (limit is not None and n >= limit):
+        if limit is not None and n >= limit:
+            return drafts
+        if self.draft_model is not None:
+            return self.draft_model.propose(batch, inputs.starts, inputs.query_lens, sampled)
+        if self.ngram is None:
             return drafts
         rows = np.array([r for r in range(n) if sampled[r]], dtype=np.int64)
         if not len(rows):
@@ -102,7 +125,7 @@ class SpecDecodeRunner:
         num_tokens = batch.num_tokens[rows]
         context = batch.token_ids_cpu[rows, : int(num_tokens.max())]
         for row, proposal in zip(
-            rows.tolist(), self.proposer.propose(context, num_tokens), strict=True
+            rows.tolist(), self.ngram.propose(context, num_tokens), strict=True
         ):
             drafts[row] = proposal
         return drafts

@@ -77,7 +77,7 @@ class ModelRunner:
         self.sampler = Sampler()
         # Speculative decoding: proposes drafts after each step and verifies them in the next.
         self.spec_decode = (
-            SpecDecodeRunner(vllm_config, self.input_batch, RejectionSampler())
+            SpecDecodeRunner(vllm_config, self.input_batch, RejectionSampler(), device)
             if vllm_config.speculative.enabled
             else None
         )
@@ -91,6 +91,8 @@ class ModelRunner:
 
     def load_model(self) -> None:
         self.model = get_model(self.config)
+        if self.spec_decode is not None:
+            self.spec_decode.load_model()  # a draft model's weights
         self.model_forward = self.model
         if self.config.compilation.mode is CompilationMode.torch_compile:
             self.model_forward = compile_model(self.model, self.config.compilation.cache_dir)
@@ -146,7 +148,8 @@ class ModelRunner:
         numel = 1
         for dim in self.kv_cache_shape(1):
             numel *= dim
-        return numel * self.kv_cache_dtype.itemsize * self.num_layers()
+        draft = self.spec_decode.kv_cache_bytes_per_block() if self.spec_decode else 0
+        return numel * self.kv_cache_dtype.itemsize * self.num_layers() + draft
 
     def initialize_kv_cache(self, num_blocks: int) -> None:
         shape = self.kv_cache_shape(num_blocks)
@@ -154,6 +157,8 @@ class ModelRunner:
             allocate_kv_cache(shape, self.kv_cache_dtype, self.device)
             for _ in range(self.num_layers())
         ]
+        if self.spec_decode is not None:
+            self.spec_decode.initialize_kv_cache(num_blocks)  # the draft's layers, same blocks
         logger.info("KV cache: %d blocks of %d tokens per layer", num_blocks, self.block_size)
 
     @torch.inference_mode()
@@ -240,7 +245,7 @@ class ModelRunner:
             sampled_token_ids=sampled,
             logprobs=logprobs.tolists() if logprobs is not None else None,
             prompt_logprobs_dict=prompt_logprobs,
-            spec_token_ids=self.spec_decode.propose(sampled) if self.spec_decode else None,
+            spec_token_ids=self.spec_decode.propose(sampled, inputs) if self.spec_decode else None,
         )
 
     def _model(self) -> nn.Module:
