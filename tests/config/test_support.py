@@ -32,6 +32,16 @@ def test_tensor_and_pipeline_parallelism_are_supported() -> None:
             ["speculative=ngram", "speculative.num_speculative_tokens=2", "parallel.tp=2"],
             None,
         ),
+        (
+            [
+                "speculative=draft_model",
+                "speculative.model=${asset:tiny-llama}",
+                "parallel.tp=2",
+                "speculative.draft_tensor_parallel_size=1",
+            ],
+            "a draft model on one rank of a sharded target",
+        ),
+        (["speculative=draft_model", "speculative.model=${asset:tiny-llama}"], None),
     ],
 )
 def test_real_runs_refuse_what_is_not_built(overrides: list[str], expected: str | None) -> None:
