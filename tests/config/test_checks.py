@@ -314,7 +314,7 @@ def test_speculative_rules(ckpt: Path) -> None:
 
 def test_draft_model_rules(ckpt: Path, write_checkpoint) -> None:
     assert "speculative.method=draft_model needs speculative.model" in _error(
-        _with(ckpt, "speculative=draft_model")
+        _with(ckpt, "speculative=draft_model", "speculative.model=null")
     )
     assert "speculative.model=/nonexistent is not a checkpoint directory" in _error(
         _with(ckpt, "speculative=draft_model", "speculative.model=/nonexistent")
@@ -354,7 +354,7 @@ def test_draft_model_tokenizer_must_be_the_targets(tmp_path: Path) -> None:
     (draft / "tokenizer.json").write_text(json.dumps(tokenizer))
     message = _error(["speculative=draft_model", f"speculative.model={draft}", "device=cpu"])
     assert "its tokenizer differs from the target's (2 of 4096 tokens" in message
-    ok = compose_config(["speculative=draft_model", f"speculative.model={TINY_LLAMA}"])
+    ok = compose_config(["speculative=draft_model"])  # the default: the tiny model itself
     assert ok.draft_model_dir == str(TINY_LLAMA)
 
 
