@@ -51,8 +51,11 @@ class ModelRunnerOutput:
 
     req_ids: list[str]
     req_id_to_index: dict[str, int]
-    # Tokens sampled per request this step: [] for a request whose prefill chunk is not its last.
+    # Tokens sampled per request this step: [] for a request whose prefill chunk is not its last;
+    # with speculative decoding, the accepted draft tokens and then one more.
     sampled_token_ids: list[list[int]]
     logprobs: LogprobsLists | None = None
     # Prompt logprobs computed this step per request (a chunk's worth), or None.
     prompt_logprobs_dict: dict[str, LogprobsTensors | None] = field(default_factory=dict)
+    # Speculative decoding: each request's draft tokens for its next step (None: off).
+    spec_token_ids: list[list[int]] | None = None

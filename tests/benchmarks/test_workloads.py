@@ -121,3 +121,30 @@ def test_json_workload_is_the_free_one_with_a_schema() -> None:
     assert len(schemas) == 1
     schema = json.loads(schemas.pop() or "")
     assert schema["properties"]["values"]["minItems"] == 9
+
+
+def test_repeat_workload_repeats_one_span() -> None:
+    from vllm_hydra.benchmarks.workloads import make_workload
+    from vllm_hydra.config.bench import WorkloadConfig, WorkloadName
+
+    cfg = WorkloadConfig(
+        name=WorkloadName.repeat, num_requests=4, num_repeats=3, input_len_min=30, input_len_max=40
+    )
+    requests = make_workload(cfg, vocab_size=4096)
+    for r in requests:
+        ids, n = r.prompt_token_ids, len(r.prompt_token_ids) // 3
+        assert len(ids) % 3 == 0 and ids == ids[:n] * 3
+        assert len(set(ids[:n])) > n // 2  # a random span, not one token
+    assert len({tuple(r.prompt_token_ids) for r in requests}) == 4
+
+
+def test_spec_speedup_divides_by_the_speculative_none_job() -> None:
+    from vllm_hydra.benchmarks.summary import add_spec_speedup
+
+    rows = [
+        {"overrides": "bench=repeat speculative=none", "output_throughput": 10.0},
+        {"overrides": "bench=repeat speculative=ngram", "output_throughput": 25.0},
+        {"overrides": "bench=random speculative=ngram", "output_throughput": 5.0},
+    ]
+    add_spec_speedup(rows)
+    assert [r.get("spec_speedup") for r in rows] == [1.0, 2.5, None]

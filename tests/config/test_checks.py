@@ -304,6 +304,58 @@ def test_speculative_rules(ckpt: Path) -> None:
     assert "has no effect with speculative.method=none" in _error(
         _with(ckpt, "speculative.num_speculative_tokens=2")
     )
+    assert "speculative.model=/x has no effect with speculative.method=ngram" in _error(
+        _with(ckpt, "speculative=ngram", "speculative.model=/x")
+    )
+    assert "speculative.disable_by_batch_size=0 must be >= 1" in _error(
+        _with(ckpt, "speculative=ngram", "speculative.disable_by_batch_size=0")
+    )
+
+
+def test_draft_model_rules(ckpt: Path, write_checkpoint) -> None:
+    assert "speculative.method=draft_model needs speculative.model" in _error(
+        _with(ckpt, "speculative=draft_model", "speculative.model=null")
+    )
+    assert "speculative.model=/nonexistent is not a checkpoint directory" in _error(
+        _with(ckpt, "speculative=draft_model", "speculative.model=/nonexistent")
+    )
+    other_vocab = write_checkpoint("draft", vocab_size=512)
+    message = _error(_with(ckpt, "speculative=draft_model", f"speculative.model={other_vocab}"))
+    assert f"speculative.model={other_vocab} has vocab_size=512, the target" in message
+    draft = write_checkpoint("draft2", num_hidden_layers=1, max_position_embeddings=256)
+    base = _with(ckpt, "speculative=draft_model", f"speculative.model={draft}")
+    config = compose_config(base)
+    assert config.draft_model_arch is not None and config.draft_model_arch.num_hidden_layers == 1
+    # Unset values resolve from the target (the length capped by the draft's limit).
+    assert config.speculative.max_model_len == 256
+    assert config.speculative.dtype == config.model.dtype
+    assert config.speculative.draft_tensor_parallel_size == 1
+    assert "speculative.max_model_len=512 exceeds the draft model's limit 256" in _error(
+        [*base, "speculative.max_model_len=512"]
+    )
+    assert "speculative.draft_tensor_parallel_size=3 must be 1 or parallel.tp=2" in _error(
+        [*base, "parallel.tp=2", "speculative.draft_tensor_parallel_size=3", "dry_run=true"]
+    )
+
+
+def test_draft_model_tokenizer_must_be_the_targets(tmp_path: Path) -> None:
+    """Same vocab_size, different token -> id maps: refused before any weight loads."""
+    import json
+    import shutil
+
+    from tests.model_factory import TINY_LLAMA
+
+    draft = tmp_path / "draft"
+    shutil.copytree(TINY_LLAMA, draft)
+    tokenizer = json.loads((draft / "tokenizer.json").read_text())
+    vocab = tokenizer["model"]["vocab"]
+    a, b = list(vocab)[100:102]
+    vocab[a], vocab[b] = vocab[b], vocab[a]
+    (draft / "tokenizer.json").write_text(json.dumps(tokenizer))
+    message = _error(["speculative=draft_model", f"speculative.model={draft}", "device=cpu"])
+    assert "its tokenizer differs from the target's (2 of 4096 tokens" in message
+    ok = compose_config(["speculative=draft_model"])  # the default: the tiny model itself
+    assert ok.draft_model_dir == str(TINY_LLAMA)
 
 
 # ---- files and memory ----

@@ -11,6 +11,10 @@ def test_the_default_config_is_fully_supported() -> None:
     assert unsupported_features(compose_config([])) == []
 
 
+def test_speculative_decoding_is_supported() -> None:
+    assert unsupported_features(compose_config(["speculative=ngram"])) == []
+
+
 def test_tensor_and_pipeline_parallelism_are_supported() -> None:
     config = compose_config(["dry_run=true", "parallel.tp=2", "parallel.pp=2"])
     assert unsupported_features(config) == []
@@ -23,11 +27,28 @@ def test_tensor_and_pipeline_parallelism_are_supported() -> None:
     [
         (["parallel.tp=2", "compilation=torch_compile"], "compiling a sharded model"),
         (["lora=enabled", "compilation=torch_compile"], "compiled graphs do not follow"),
-        (["speculative=ngram"], "speculative decoding is not built yet"),
+        (["speculative=ngram", "parallel.pp=2"], "speculative decoding across pipeline"),
+        (
+            ["speculative=ngram", "speculative.num_speculative_tokens=2", "parallel.tp=2"],
+            None,
+        ),
+        (
+            [
+                "speculative=draft_model",
+                "speculative.model=${asset:tiny-llama}",
+                "parallel.tp=2",
+                "speculative.draft_tensor_parallel_size=1",
+            ],
+            "a draft model on one rank of a sharded target",
+        ),
+        (["speculative=draft_model", "speculative.model=${asset:tiny-llama}"], None),
     ],
 )
-def test_real_runs_refuse_what_is_not_built(overrides: list[str], expected: str) -> None:
+def test_real_runs_refuse_what_is_not_built(overrides: list[str], expected: str | None) -> None:
     config = compose_config(["dry_run=true", *overrides])
+    if expected is None:  # supported
+        check_supported(config)
+        return
     with pytest.raises(ConfigError) as info:
         check_supported(config)
     assert expected in str(info.value)

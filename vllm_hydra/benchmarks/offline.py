@@ -85,3 +85,19 @@ def run_latency(
     for p in (10, 50, 90, 99):
         stats[f"latency_p{p}_s"] = float(np.percentile(arr, p))
     return stats
+
+
+def spec_decode_metrics(llm: LLM) -> dict[str, float]:
+    """Speculative decoding's acceptance over the run (empty when it is off or the engine
+    runs in another process): acceptance rate and mean acceptance length."""
+    engine = getattr(llm.engine_core, "engine_core", None)
+    if engine is None:
+        return {}
+    stats = engine.scheduler.make_stats().spec_decoding_stats
+    if stats is None:
+        return {}
+    return {
+        "spec_acceptance_rate": stats.acceptance_rate,
+        "spec_mean_acceptance_length": stats.mean_acceptance_length,
+        "spec_num_drafts": float(stats.num_drafts),
+    }

@@ -153,6 +153,39 @@ CAMPAIGNS = (
             "model.quantization=null,int8,fp8",
         ),
     ),
+    Campaign(
+        "tiny-spec-latency",
+        "Speculative decoding (ngram) at batch 1, tiny model",
+        ("bench=repeat", "speculative=none,ngram", "bench.num_iters=5"),
+        "`bench=repeat`: 16 prompts of one random span repeated 3 times (48-96 tokens), 64 "
+        "output tokens each, EOS ignored; latency mode times the first request alone.",
+    ),
+    Campaign(
+        "bench-125m-spec-latency",
+        "Speculative decoding (ngram) at batch 1, bench-125m (random weights)",
+        (
+            "bench=repeat",
+            "model=bench-125m",
+            "load=dummy",
+            "speculative=none,ngram",
+            "bench.num_iters=5",
+        ),
+        "Random weights do not copy their prompt; what prompt lookup matches is the "
+        "repetitive output such weights produce.",
+    ),
+    Campaign(
+        "tiny-spec-serve",
+        "Speculative decoding (ngram) through the server at concurrency 1 and 8, tiny model",
+        (
+            "bench=repeat",
+            "bench.mode=serve",
+            "bench.concurrency=1,8",
+            "bench.workload.num_requests=16",
+            "bench.workload.output_len_min=32",
+            "bench.workload.output_len_max=32",
+            "speculative=none,ngram",
+        ),
+    ),
 )
 
 

@@ -159,6 +159,7 @@ def _latency(
         stats = offline.run_latency(
             llm, batch, bench.num_warmup, bench.num_iters, bench.progress, loras[: len(batch)]
         )
+        stats.update(offline.spec_decode_metrics(llm))
     finally:
         llm.shutdown()
     output_tokens = sum(r.output_len for r in batch)

@@ -68,6 +68,19 @@ COLUMNS = (
     "read_bandwidth_gbs",
     "roofline_s",
     "roofline_fraction",
+    "spec_acceptance_rate",
+    "spec_mean_acceptance_length",
+    "spec_speedup",
+)
+# Speculative decoding's table, for sweeps over speculative=none and a method.
+SPEC_COLUMNS = (
+    "job",
+    "overrides",
+    "output_throughput",
+    "tpot_p50_ms",
+    "spec_acceptance_rate",
+    "spec_mean_acceptance_length",
+    "spec_speedup",
 )
 # The columns of summary.md (the table a person reads), per mode.
 MARKDOWN_COLUMNS = {
@@ -131,7 +144,26 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
     )
     rows = [_row(path.parent.name, read_result(path)) for path in paths]
     add_engine_speedup(rows)
+    add_spec_speedup(rows)
     return rows
+
+
+def _without_speculative(row: dict[str, Any]) -> str:
+    return " ".join(o for o in row["overrides"].split() if not o.startswith("speculative="))
+
+
+def add_spec_speedup(rows: list[dict[str, Any]]) -> None:
+    """On each row, its output throughput divided by that of the job with speculative=none
+    and the same other overrides (itself: 1.0), where the sweep has one."""
+    reference = {
+        _without_speculative(r): r.get("output_throughput")
+        for r in rows
+        if "speculative=none" in r["overrides"].split()
+    }
+    for row in rows:
+        base = reference.get(_without_speculative(row))
+        if base and row.get("output_throughput"):
+            row["spec_speedup"] = row["output_throughput"] / base
 
 
 def _without_backend(row: dict[str, Any]) -> str:
@@ -188,6 +220,13 @@ def markdown_summary(rows: list[dict[str, Any]]) -> str:
         mode_rows = [r for r in rows if r["mode"] == mode]
         if mode_rows:
             parts.append(f"### {mode}\n\n{markdown_table(mode_rows, columns)}\n")
+    spec_rows = [r for r in rows if r.get("spec_speedup") is not None]
+    if spec_rows:
+        parts.append(f"### speculative decoding\n\n{markdown_table(spec_rows, SPEC_COLUMNS)}\n")
+        parts.append(
+            "spec_speedup: this job's output tokens/s divided by the speculative=none job's "
+            "with the same other overrides; acceptance from the engine's counters (offline).\n"
+        )
     if any(r.get("engine_speedup") is not None for r in rows):
         parts.append(
             "engine_speedup: the engine's output tokens/s divided by this row's, for jobs whose "

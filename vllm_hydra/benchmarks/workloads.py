@@ -41,6 +41,8 @@ def make_workload(
         requests = random_workload(cfg, vocab_size, rng)
     elif cfg.name is WorkloadName.prefix:
         requests = prefix_workload(cfg, vocab_size, rng)
+    elif cfg.name is WorkloadName.repeat:
+        requests = repeat_workload(cfg, vocab_size, rng)
     else:
         requests = sharegpt_workload(cfg, tokenize, rng)
     if cfg.structured_output is BenchStructuredOutput.json:
@@ -82,6 +84,11 @@ def _check_ranges(cfg: WorkloadConfig) -> None:
         problems.append(
             "bench.workload.prefix_len and num_prefixes must be at least 1 for the prefix workload."
         )
+    if cfg.name is WorkloadName.repeat and not 2 <= cfg.num_repeats <= cfg.input_len_min:
+        problems.append(
+            f"bench.workload.num_repeats={cfg.num_repeats}: need 2 <= num_repeats <= "
+            f"input_len_min={cfg.input_len_min} for the repeat workload."
+        )
     if problems:
         raise ConfigError(problems)
 
@@ -108,6 +115,18 @@ def prefix_workload(cfg: WorkloadConfig, vocab_size: int, rng: random.Random) ->
         output_len = rng.randint(cfg.output_len_min, cfg.output_len_max)
         prompt = prefixes[i % cfg.num_prefixes] + _random_ids(rng, suffix_len, vocab_size)
         requests.append(BenchRequest(prompt, output_len))
+    return requests
+
+
+def repeat_workload(cfg: WorkloadConfig, vocab_size: int, rng: random.Random) -> list[BenchRequest]:
+    """Each prompt: one random span repeated num_repeats times (about input_len tokens), so
+    the continuation a model predicts copies the span: what prompt lookup can propose."""
+    requests = []
+    for _ in range(cfg.num_requests):
+        input_len = rng.randint(cfg.input_len_min, cfg.input_len_max)
+        output_len = rng.randint(cfg.output_len_min, cfg.output_len_max)
+        span = _random_ids(rng, input_len // cfg.num_repeats, vocab_size)
+        requests.append(BenchRequest(span * cfg.num_repeats, output_len))
     return requests
 
 

@@ -1,6 +1,6 @@
 """`bench` section: what scripts/bench.py measures, and the root of `conf/bench.yaml`.
 
-The workload options live in `conf/bench/` (random, prefix, sharegpt); `mode` and `backend`
+The workload options live in `conf/bench/` (random, prefix, sharegpt, repeat); `mode` and `backend`
 are plain fields so a sweep can list them: `bench.mode=throughput bench.backend=engine,hf`.
 """
 
@@ -28,6 +28,7 @@ class WorkloadName(Enum):
     random = "random"  # random token ids, lengths drawn from ranges
     prefix = "prefix"  # a few shared prefixes, random suffixes (prefix caching)
     sharegpt = "sharegpt"  # conversations from a ShareGPT-format JSON file
+    repeat = "repeat"  # a random span repeated: outputs that copy it (speculative decoding)
 
 
 class BenchStructuredOutput(Enum):
@@ -48,6 +49,9 @@ class WorkloadConfig:
     # followed by its own input_len_min..input_len_max random tokens.
     prefix_len: int = 0
     num_prefixes: int = 1
+    # repeat: each prompt is one random span of input_len / num_repeats tokens, num_repeats
+    # times; a model continues the pattern, copying spans of its prompt.
+    num_repeats: int = 3
     # sharegpt: the JSON file (a list of {"conversations": [{"from", "value"}, ...]}).
     dataset_path: str | None = None
     seed: int = 0

@@ -486,25 +486,118 @@ def check_lora_adapters_present(c: VllmConfig) -> list[str]:
 def check_speculative(c: VllmConfig) -> list[str]:
     spec = c.speculative
     if spec.method is SpeculativeMethod.none:
-        if spec.num_speculative_tokens == 0:
-            return []
-        return [
-            f"speculative.num_speculative_tokens={spec.num_speculative_tokens} has no effect "
-            f"with speculative.method=none. Use speculative=ngram."
-        ]
+        return _speculative_unused(c)
     problems = []
     if spec.num_speculative_tokens < 1:
         problems.append(
             f"speculative.num_speculative_tokens={spec.num_speculative_tokens} must be >= 1 "
             f"with speculative.method={spec.method.value}."
         )
+    if spec.disable_by_batch_size is not None and spec.disable_by_batch_size < 1:
+        problems.append(
+            f"speculative.disable_by_batch_size={spec.disable_by_batch_size} must be >= 1 "
+            f"(or null: always speculate)."
+        )
+    if spec.method is SpeculativeMethod.ngram:
+        return problems + _check_ngram(c)
+    return problems + check_draft_model(c)
+
+
+def _speculative_unused(c: VllmConfig) -> list[str]:
+    spec = c.speculative
+    set_keys = [
+        f"speculative.{key}={value}"
+        for key, value, unset in (
+            ("num_speculative_tokens", spec.num_speculative_tokens, 0),
+            ("model", spec.model, None),
+            ("disable_by_batch_size", spec.disable_by_batch_size, None),
+        )
+        if value != unset
+    ]
+    return [
+        f"{key} has no effect with speculative.method=none. Use speculative=ngram or "
+        f"speculative=draft_model."
+        for key in set_keys
+    ]
+
+
+def _check_ngram(c: VllmConfig) -> list[str]:
+    spec, problems = c.speculative, []
     if not 1 <= spec.prompt_lookup_min <= spec.prompt_lookup_max:
         problems.append(
             f"speculative.prompt_lookup_min={spec.prompt_lookup_min} and "
             f"speculative.prompt_lookup_max={spec.prompt_lookup_max} must satisfy "
             f"1 <= prompt_lookup_min <= prompt_lookup_max."
         )
+    if spec.model is not None:
+        problems.append(
+            f"speculative.model={spec.model} has no effect with speculative.method=ngram "
+            f"(it proposes from the request's own tokens). Use speculative=draft_model."
+        )
     return problems
+
+
+def check_draft_model(c: VllmConfig) -> list[str]:
+    """The draft shares the target's block tables and vocabulary: same tokenizer, same
+    vocab_size, a context at least as long as it is asked to cover, tp 1 or the target's."""
+    spec, draft = c.speculative, c.draft_model_arch
+    if spec.model is None or draft is None:
+        return [
+            "speculative.method=draft_model needs speculative.model: the directory of a "
+            "smaller checkpoint with the target's tokenizer. Set speculative.model=<path>."
+        ]
+    problems = []
+    if draft.vocab_size != c.arch.vocab_size:
+        problems.append(
+            f"speculative.model={spec.model} has vocab_size={draft.vocab_size}, the target "
+            f"(model={c.model.name}) has {c.arch.vocab_size}. A draft model must share the "
+            f"target's vocabulary; use a draft trained with the target's tokenizer."
+        )
+    if spec.draft_tensor_parallel_size not in (1, c.parallel.tp):
+        problems.append(
+            f"speculative.draft_tensor_parallel_size={spec.draft_tensor_parallel_size} must "
+            f"be 1 or parallel.tp={c.parallel.tp}."
+        )
+    limit = draft.max_model_len_limit
+    if spec.max_model_len is not None and spec.max_model_len > limit:
+        problems.append(
+            f"speculative.max_model_len={spec.max_model_len} exceeds the draft model's limit "
+            f"{limit} ({draft.max_len_key} in {draft.source}). Use "
+            f"speculative.max_model_len<={limit}."
+        )
+    return problems + _check_draft_tokenizer(c)
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+
+
+def _check_draft_tokenizer(c: VllmConfig) -> list[str]:
+    """Both tokenizers' vocabularies (token -> id) must be equal, where both are on disk
+    (a draft without tokenizer files is checked by vocab_size alone)."""
+    target_dir = c.model.tokenizer or c.model_dir
+    dirs = [Path(d) for d in (target_dir, c.draft_model_dir) if d is not None]
+    has_files = [any((d / f).is_file() for f in _TOKENIZER_FILES) for d in dirs]
+    if len(dirs) < 2 or not all(has_files) or c.model.skip_tokenizer_init:
+        return []
+    from transformers import AutoTokenizer
+
+    try:
+        target = AutoTokenizer.from_pretrained(dirs[0]).get_vocab()
+        draft = AutoTokenizer.from_pretrained(dirs[1]).get_vocab()
+    except (OSError, ValueError) as e:
+        return [
+            f"speculative.model={c.speculative.model}: its tokenizer could not be read "
+            f"({type(e).__name__}: {str(e).splitlines()[0]}). A draft model needs the "
+            f"target's tokenizer files beside its config.json."
+        ]
+    if target == draft:
+        return []
+    differ = sum(1 for token, i in draft.items() if target.get(token) != i)
+    return [
+        f"speculative.model={c.speculative.model}: its tokenizer differs from the target's "
+        f"({differ} of {len(draft)} tokens map to other ids). A draft model must use the "
+        f"target's tokenizer."
+    ]
 
 
 # ---- files and memory ----

@@ -45,7 +45,7 @@ from vllm_hydra.config.max_model_len import (
     is_auto,
 )
 from vllm_hydra.config.memory_plan import GIB, plan_memory
-from vllm_hydra.config.model import ModelConfig
+from vllm_hydra.config.model import ModelConfig, ModelDType
 from vllm_hydra.config.model_arch import (
     ModelArchConfig,
     apply_hf_overrides,
@@ -60,6 +60,7 @@ from vllm_hydra.config.quantization import QuantizationMethod, resolve_quantizat
 from vllm_hydra.config.scheduler import DEFAULT_MAX_NUM_BATCHED_TOKENS, SchedulerConfig
 from vllm_hydra.config.schema_keys import composed_key_problems
 from vllm_hydra.config.sizes import parse_sizes
+from vllm_hydra.config.speculative import SpeculativeConfig
 from vllm_hydra.config.vllm import EngineSections, ServeConfig, VllmConfig
 
 logger = logging.getLogger(__name__)
@@ -172,6 +173,7 @@ def _resolve(s: EngineSections, ctx: CheckContext) -> VllmConfig:
         dtype=dtype,
         max_model_len=max_model_len,
     )
+    speculative, draft_arch, draft_dir = _resolve_speculative(s, model)
     return VllmConfig(
         model=model,
         device=device,
@@ -183,14 +185,48 @@ def _resolve(s: EngineSections, ctx: CheckContext) -> VllmConfig:
         load=s.load,
         compilation=_resolve_compilation(s),
         observability=s.observability,
-        speculative=s.speculative,
+        speculative=speculative,
         structured_outputs=s.structured_outputs,
         server=s.server,
         model_arch=arch,
         model_dir=str(model_dir) if model_dir else None,
         dtype_reason=dtype_reason,
         max_model_len_reason=max_model_len_reason,
+        draft_model_arch=draft_arch,
+        draft_model_dir=str(draft_dir) if draft_dir else None,
     )
+
+
+def _resolve_speculative(
+    s: EngineSections, model: ModelConfig
+) -> tuple[SpeculativeConfig, ModelArchConfig | None, Path | None]:
+    """draft_model: read the draft's config.json; its dtype auto is the target's, its
+    max_model_len unset is the target's (capped by the draft's limit), its tp unset the
+    target's. The checks in checks.py then compare it with the target."""
+    spec = s.speculative
+    if not spec.method.uses_draft_model or not spec.model:
+        return spec, None, None
+    draft_dir = resolve_model_dir(spec.model, None, s.load.download_dir)
+    if draft_dir is not None and (draft_dir / "config.json").is_file():
+        config_file, source = draft_dir / "config.json", str(draft_dir / "config.json")
+    elif draft_dir is None and known_arch_file(spec.model).is_file():
+        config_file, source = known_arch_file(spec.model), f"committed facts for {spec.model}"
+    else:
+        raise ConfigError(
+            f"speculative.model={spec.model} is not a checkpoint directory (no config.json) "
+            f"nor a hub id in the Hugging Face cache. Point speculative.model at the draft "
+            f"model's directory (config.json, tokenizer files, *.safetensors)."
+        )
+    draft_arch = _arch_from(config_file, source, {})
+    dtype = model.dtype if spec.dtype is ModelDType.auto else spec.dtype
+    max_len = spec.max_model_len or min(model.max_model_len or 0, draft_arch.max_model_len_limit)
+    resolved = replace(
+        spec,
+        dtype=dtype,
+        max_model_len=max_len,
+        draft_tensor_parallel_size=spec.draft_tensor_parallel_size or s.parallel.tp,
+    )
+    return resolved, draft_arch, draft_dir
 
 
 def load_model_arch(s: EngineSections) -> tuple[ModelArchConfig, Path | None]:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from vllm_hydra.config.device import DeviceType
 from vllm_hydra.config.device_memory import Reserves, reserves
+from vllm_hydra.config.model_arch import DTYPE_BYTES
 from vllm_hydra.config.quantization import checkpoint_group_size, checkpoint_weight_bits
 
 if TYPE_CHECKING:
@@ -167,9 +168,27 @@ def kv_heads_per_rank(config: VllmConfig) -> int:
 
 
 def kv_bytes_per_token_per_rank(config: VllmConfig) -> int:
+    """The target's layers on this stage, plus a draft model's (its KV shares the blocks)."""
     arch = config.arch
     per_layer = 2 * kv_heads_per_rank(config) * arch.head_dim * config.cache_dtype_bytes
-    return per_layer * layers_per_stage(config)
+    return per_layer * layers_per_stage(config) + _draft_kv_bytes_per_token(config)
+
+
+def _draft_kv_bytes_per_token(config: VllmConfig) -> int:
+    draft = config.draft_model_arch
+    if draft is None or not config.speculative.method.uses_draft_model:
+        return 0
+    heads = max(1, draft.num_key_value_heads // config.parallel.tp)
+    return 2 * heads * draft.head_dim * config.cache_dtype_bytes * draft.num_hidden_layers
+
+
+def draft_weight_bytes_per_rank(config: VllmConfig) -> int:
+    """A draft model's weights (speculative=draft_model), split like the target's."""
+    draft = config.draft_model_arch
+    if draft is None or not config.speculative.method.uses_draft_model:
+        return 0
+    dtype = config.speculative.dtype.value
+    return draft.num_params() * DTYPE_BYTES.get(dtype, config.dtype_bytes) // config.parallel.tp
 
 
 def weight_bytes_per_rank(config: VllmConfig) -> int:
@@ -186,7 +205,8 @@ def weight_bytes_per_rank(config: VllmConfig) -> int:
         per_layer_bytes -= linear * config.dtype_bytes
         per_layer_bytes += linear * bits // 8 + _scale_bytes_per_layer(config)
     layers = per_layer_bytes * layers_per_stage(config)
-    return (layers + (embed + lm_head) * config.dtype_bytes) // config.parallel.tp
+    target = (layers + (embed + lm_head) * config.dtype_bytes) // config.parallel.tp
+    return target + draft_weight_bytes_per_rank(config)
 
 
 def lora_bytes_per_rank(config: VllmConfig) -> int:

@@ -28,8 +28,19 @@ _NOT_BUILT: tuple[tuple[Callable[[VllmConfig], bool], str], ...] = (
         "compilation=none with lora=enabled.",
     ),
     (
-        lambda c: c.speculative.method is not SpeculativeMethod.none,
-        "speculative.method: speculative decoding is not built yet. Use speculative=none.",
+        lambda c: c.speculative.enabled and c.parallel.pp > 1,
+        "speculative.method with parallel.pp > 1: speculative decoding across pipeline "
+        "stages is not built yet. Use speculative=none with pp > 1, or parallel.pp=1.",
+    ),
+    (
+        lambda c: (
+            c.speculative.method is SpeculativeMethod.draft_model
+            and c.speculative.draft_tensor_parallel_size == 1
+            and c.parallel.tp > 1
+        ),
+        "speculative.draft_tensor_parallel_size=1 with parallel.tp > 1: a draft model on one "
+        "rank of a sharded target is not built yet. Use "
+        "speculative.draft_tensor_parallel_size=null (the target's tp).",
     ),
 )
 

@@ -64,6 +64,9 @@ class VllmConfig(EngineSections):
     dtype_reason: str = ""
     # Why model.max_model_len resolved as it did (unset, set, or auto-fitted to the KV cache).
     max_model_len_reason: str = ""
+    # speculative.method=draft_model: the draft's architecture facts and checkpoint directory.
+    draft_model_arch: ModelArchConfig | None = None
+    draft_model_dir: str | None = None
 
     @property
     def arch(self) -> ModelArchConfig:

@@ -81,6 +81,7 @@ class KVCacheManager:
         num_new_tokens: int,
         new_computed_blocks: list[KVCacheBlock] | None = None,
         num_new_computed_tokens: int = 0,
+        num_lookahead_tokens: int = 0,
     ) -> list[int] | None:
         """Make room for `num_new_tokens` more tokens; None (and no change) if blocks run out.
 
@@ -88,11 +89,13 @@ class KVCacheManager:
         a request being admitted. Returns the ids appended to the request's block table (hits
         first, then fresh blocks). Full blocks are registered in the prefix cache right away:
         the step about to run writes them before any later step can read them.
+        `num_lookahead_tokens` more slots are allocated (not cached): a draft model writes
+        the KV of its proposals there.
         """
         new_computed_blocks = new_computed_blocks or []
         req_blocks = self.req_to_blocks[request.request_id]
         num_computed = request.num_computed_tokens + num_new_computed_tokens
-        num_required = cdiv(num_computed + num_new_tokens, self.block_size)
+        num_required = cdiv(num_computed + num_new_tokens + num_lookahead_tokens, self.block_size)
         num_new_blocks = max(num_required - len(req_blocks) - len(new_computed_blocks), 0)
         # Free hit blocks leave the free queue when touched, so they cannot also be handed out.
         num_free_hits = sum(1 for b in new_computed_blocks if b.ref_cnt == 0)

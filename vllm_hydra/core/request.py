@@ -72,6 +72,8 @@ class Request:
         self.stop_reason: int | str | None = None
         self.output_token_ids: list[int] = []
         self.all_token_ids: list[int] = list(prompt_token_ids)
+        # Draft tokens proposed after the last step, verified by the next one (not outputs).
+        self.spec_token_ids: list[int] = []
         # Tokens whose KV is in the cache, or will be once the scheduled step has run.
         self.num_computed_tokens = 0
         # Prompt tokens served from the prefix cache when first scheduled; -1 until then.
@@ -100,6 +102,10 @@ class Request:
     @property
     def num_tokens(self) -> int:
         return len(self.all_token_ids)
+
+    @property
+    def num_tokens_with_spec(self) -> int:
+        return len(self.all_token_ids) + len(self.spec_token_ids)
 
     @property
     def num_prompt_tokens(self) -> int:

@@ -81,6 +81,10 @@ class SchedulerOutput:
     # ([len(structured_output_request_ids), vocab/32] int32; None when there are none).
     structured_output_request_ids: list[str] = field(default_factory=list)
     grammar_bitmask: torch.Tensor | None = None
+    # Speculative decoding: the draft tokens each request verifies this step (only requests
+    # with drafts). They are the last len(...) of its num_scheduled_tokens, after its last
+    # known token.
+    scheduled_spec_decode_tokens: dict[str, list[int]] = field(default_factory=dict)
 
     @classmethod
     def make_empty(cls) -> SchedulerOutput:

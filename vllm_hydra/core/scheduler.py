@@ -4,6 +4,11 @@ There are no prefill and decode phases. Each step hands out `max_num_batched_tok
 first to the running requests (in queue order), then to waiting ones, and each request gets as
 many as it lacks (`num_tokens - num_computed_tokens`) within the budget. This covers chunked
 prefill, prefix-cache hits and requests resumed after preemption with one rule.
+
+Speculative decoding is the same rule: a running request's draft tokens count as tokens it
+lacks (`num_tokens_with_spec`), so it is scheduled 1 + k tokens; once the step is verified,
+`num_computed_tokens` moves back over the rejected drafts, whose KV slots the next step
+overwrites. Only blocks of accepted tokens ever enter the prefix cache.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from vllm_hydra.core.sched_utils import check_stop
 from vllm_hydra.engine.messages import EngineCoreEventType, EngineCoreOutput, FinishReason
 from vllm_hydra.metrics.stats import SchedulerStats
 from vllm_hydra.outputs import LogprobsLists, LogprobsTensors, ModelRunnerOutput
+from vllm_hydra.spec_decode.metrics import SpecDecodingStats
 from vllm_hydra.structured_output import StructuredOutputManager
 
 logger = logging.getLogger(__name__)
@@ -39,10 +45,15 @@ class _StepPlan:
     running_reqs: list[Request] = field(default_factory=list)
     new_block_ids: dict[str, list[int]] = field(default_factory=dict)
     preempted: list[Request] = field(default_factory=list)
+    spec_decode_tokens: dict[str, list[int]] = field(default_factory=dict)
 
     def add(self, request: Request, num_tokens: int) -> None:
         self.num_scheduled_tokens[request.request_id] = num_tokens
         self.token_budget -= num_tokens
+        # The drafts that fit: those of the scheduled tokens past the last known one.
+        num_spec = request.num_computed_tokens + num_tokens - request.num_tokens
+        if num_spec > 0:
+            self.spec_decode_tokens[request.request_id] = request.spec_token_ids[:num_spec]
 
 
 class Scheduler:
@@ -94,6 +105,14 @@ class Scheduler:
         )
         # A step runs at most this many adapters (the device's LoRA slots); 0: LoRA is off.
         self.max_loras = vllm_config.lora.max_loras if vllm_config.lora.enabled else 0
+        spec = vllm_config.speculative
+        self.num_spec_tokens = spec.num_speculative_tokens if spec.enabled else 0
+        # A draft model writes the KV of its proposals ahead of the step's tokens.
+        self.num_lookahead_tokens = spec.num_lookahead_tokens if spec.enabled else 0
+        self.spec_disable_by_batch_size = spec.disable_by_batch_size
+        self.spec_decoding_stats = (
+            SpecDecodingStats.new(self.num_spec_tokens) if self.num_spec_tokens else None
+        )
         # Requests the scheduler itself ended (their grammar failed to compile), to report.
         self._failed_outputs: list[EngineCoreOutput] = []
 
@@ -184,6 +203,9 @@ class Scheduler:
             num_finished_requests=self.num_finished_requests,
             waiting_lora_adapters=_count_adapters(self.waiting),
             running_lora_adapters=_count_adapters(self.running),
+            spec_decoding_stats=(
+                self.spec_decoding_stats.copy() if self.spec_decoding_stats else None
+            ),
         )
 
     # ---- schedule ----
@@ -214,7 +236,8 @@ class Scheduler:
                 break
             if request.status != RequestStatus.RUNNING:  # preempted earlier in this step
                 continue
-            num_new = request.num_tokens - request.num_computed_tokens
+            self._trim_spec_tokens(request)
+            num_new = request.num_tokens_with_spec - request.num_computed_tokens
             num_new = self._cap_num_new_tokens(num_new, plan.token_budget)
             if num_new == 0:  # e.g. its last step's token has not come back
                 continue
@@ -225,13 +248,36 @@ class Scheduler:
             plan.running_reqs.append(request)
             plan.new_block_ids[request.request_id] = new_block_ids
 
+    def _trim_spec_tokens(self, request: Request) -> None:
+        """Keep the drafts whose verification cannot overshoot: a step emits up to k + 1
+        tokens, within max_tokens and the request's length limit. No drafts for structured
+        requests (their grammar advances only over sampled tokens) or at large batch."""
+        if not request.spec_token_ids:
+            return
+        room = self.max_request_len - request.num_tokens
+        if request.max_tokens is not None:
+            room = min(room, request.max_tokens - request.num_output_tokens)
+        if request.use_structured_output or self._spec_disabled_by_batch_size():
+            room = 0
+        del request.spec_token_ids[max(room - 1, 0) :]
+
+    def _spec_disabled_by_batch_size(self) -> bool:
+        limit = self.spec_disable_by_batch_size
+        return limit is not None and len(self.running) >= limit
+
     def _allocate_or_preempt(
         self, request: Request, num_new: int, plan: _StepPlan
     ) -> list[int] | None:
         """Allocate slots, preempting the lowest-priority running requests until they fit.
         Returns None if `request` itself had to be preempted."""
+        # Lookahead slots stop where the request's KV must end (its last token needs none),
+        # so a request alone always fits; the draft's writes past them go to the null block.
+        room = self.max_request_len - 1 - request.num_computed_tokens - num_new
+        lookahead = max(min(self.num_lookahead_tokens, room), 0)
         while True:
-            new_block_ids = self.kv_cache_manager.allocate_slots(request, num_new)
+            new_block_ids = self.kv_cache_manager.allocate_slots(
+                request, num_new, num_lookahead_tokens=lookahead
+            )
             if new_block_ids is not None:
                 return new_block_ids
             victim = self._select_victim()
@@ -261,6 +307,7 @@ class Scheduler:
         plan.token_budget += num_tokens
         plan.running_reqs.remove(request)
         del plan.new_block_ids[request.request_id]
+        plan.spec_decode_tokens.pop(request.request_id, None)
 
     def _preempt_request(self, request: Request) -> None:
         """Preemption is by recompute: free the KV cache and queue the request at the front."""
@@ -268,6 +315,7 @@ class Scheduler:
         self.running.remove(request)
         request.status = RequestStatus.PREEMPTED
         request.num_computed_tokens = 0
+        request.spec_token_ids = []
         self.waiting.prepend_request(request)
         self.num_preemptions += 1
         self._record_event(request, EngineCoreEventType.PREEMPTED)
@@ -346,6 +394,7 @@ class Scheduler:
             grammar_bitmask=(
                 self.structured_output_manager.grammar_bitmask(structured) if structured else None
             ),
+            scheduled_spec_decode_tokens=plan.spec_decode_tokens,
         )
 
     def _structured_requests_sampling(self, plan: _StepPlan) -> list[Request]:
@@ -400,18 +449,36 @@ class Scheduler:
             if request is None:  # aborted after it was scheduled
                 continue
             index = model_runner_output.req_id_to_index[request_id]
+            sampled = model_runner_output.sampled_token_ids[index]
+            self._update_spec_decode(request, scheduler_output, sampled)
             output = self._update_request(
                 request,
-                model_runner_output.sampled_token_ids[index],
+                sampled,
                 _slice_logprobs(model_runner_output.logprobs, logprob_rows.get(request_id)),
                 model_runner_output.prompt_logprobs_dict.get(request_id),
             )
             if output is not None:
                 outputs.append(output)
                 num_stopped += output.finished
+            if model_runner_output.spec_token_ids is not None and not request.is_finished():
+                request.spec_token_ids = list(model_runner_output.spec_token_ids[index])
         if num_stopped:
             self.running = [r for r in self.running if not r.is_finished()]
         return outputs
+
+    def _update_spec_decode(
+        self, request: Request, scheduler_output: SchedulerOutput, sampled: list[int]
+    ) -> None:
+        """Move num_computed_tokens back over the rejected drafts (their KV slots are reused
+        by the next step) and count the acceptances."""
+        request.spec_token_ids = []
+        drafts = scheduler_output.scheduled_spec_decode_tokens.get(request.request_id)
+        if not drafts:
+            return
+        num_accepted = max(len(sampled) - 1, 0)
+        request.num_computed_tokens -= len(drafts) - num_accepted
+        if self.spec_decoding_stats is not None:
+            self.spec_decoding_stats.observe_draft(len(drafts), num_accepted)
 
     def _update_request(
         self,

@@ -320,8 +320,8 @@ def aggregate_engine_stats(per_engine: list[dict[str, Any]]) -> dict[str, Any]:
     dp=1 the same numbers as the engine's own."""
     totals: dict[str, Any] = {}
     for key, value in per_engine[0].items():
-        if key == "engine_index":
-            continue
+        if key == "engine_index" or not isinstance(value, int | float):
+            continue  # nested stats (speculative decoding) stay per engine
         values = [stats[key] for stats in per_engine]
         if isinstance(value, dict):  # per LoRA adapter counts
             totals[key] = {k: sum(v.get(k, 0) for v in values) for v in values for k in v}

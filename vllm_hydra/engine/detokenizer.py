@@ -22,13 +22,23 @@ class IncrementalDetokenizer:
         self.include_stop = params.include_stop_str_in_output
         self.text = ""
         self.token_ids: list[int] = []
+        self.num_new_consumed = 0  # of the last update's tokens (see update)
 
     def update(self, new_token_ids: list[int]) -> str | None:
-        """Append tokens; return the stop string if one now appears (the text is cut there)."""
+        """Append tokens; return the stop string if one now appears (the text is cut there).
+
+        Several tokens can come at once (speculative decoding): the stop strings are checked
+        after each, and the tokens after the one that completes a stop string are dropped;
+        `num_new_consumed` says how many were kept.
+        """
+        self.num_new_consumed = len(new_token_ids)
         start = len(self.text)
-        for token_id in new_token_ids:
+        for i, token_id in enumerate(new_token_ids):
             self.token_ids.append(token_id)
             self.text += self._decode_next(token_id)
+            if self.stop and len(new_token_ids) > 1 and (stop := self._check_stop(start)):
+                self.num_new_consumed = i + 1
+                return stop
         return self._check_stop(start)
 
     def _decode_next(self, token_id: int) -> str:

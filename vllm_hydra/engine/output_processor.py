@@ -250,7 +250,9 @@ class OutputProcessor:
         """Fold one step's output into the request; its finish reason, if it finished."""
         stop_string = state.detokenizer.update(output.new_token_ids)
         if state.wants_logprobs and output.new_logprobs is not None:
-            self._append_logprobs(state, output.new_logprobs)
+            # Only the tokens up to a stop string count (several can come in one step).
+            kept = state.detokenizer.num_new_consumed
+            self._append_logprobs(state, tuple(column[:kept] for column in output.new_logprobs))
         if state.wants_prompt_logprobs and output.new_prompt_logprobs is not None:
             self._append_prompt_logprobs(state, output.new_prompt_logprobs)
         if output.num_cached_tokens:

@@ -70,7 +70,25 @@ class LoggingStatLogger:
             f"KV cache usage: {stats.kv_cache_usage * 100:.1f}%, "
             f"Prefix cache hit rate: {hit_rate * 100:.1f}%, "
             f"Preemptions: {num_preemptions}"
-        )
+        ) + _spec_decode_text(stats, self.logged_scheduler_stats)
+
+
+def _spec_decode_text(stats: SchedulerStats, since: SchedulerStats) -> str:
+    """Speculative decoding over the interval: mean acceptance length (tokens per
+    verification step), acceptance rate, and the rate at each draft position."""
+    if stats.spec_decoding_stats is None:
+        return ""
+    delta = stats.spec_decoding_stats.minus(since.spec_decoding_stats)
+    per_pos = ", ".join(
+        f"{n / delta.num_drafts:.2f}" if delta.num_drafts else "0.00"
+        for n in delta.num_accepted_tokens_per_pos
+    )
+    return (
+        f", Spec decode: mean acceptance length {delta.mean_acceptance_length:.2f}, "
+        f"acceptance rate {delta.acceptance_rate * 100:.1f}% "
+        f"({delta.num_accepted_tokens}/{delta.num_draft_tokens} draft tokens), "
+        f"per position [{per_pos}]"
+    )
 
 
 class StatLoggerManager:

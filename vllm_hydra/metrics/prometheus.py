@@ -13,6 +13,7 @@ import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from vllm_hydra.metrics.stats import FinishedRequestStats, IterationStats, SchedulerStats
+from vllm_hydra.spec_decode.metrics import SpecDecodingStats
 
 # vLLM's bucket choices.
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5,
@@ -109,6 +110,21 @@ class PrometheusStatLogger:
         self.counter_prefix_cache_hits = counter(
             "vllm:prefix_cache_hits", "Prefix cache hits, in tokens."
         )
+        # Speculative decoding (series appear once an engine with it reports).
+        self.counter_spec_decode_num_drafts = counter(
+            "vllm:spec_decode_num_drafts", "Verification steps of requests with drafts."
+        )
+        self.counter_spec_decode_num_draft_tokens = counter(
+            "vllm:spec_decode_num_draft_tokens", "Draft tokens proposed."
+        )
+        self.counter_spec_decode_num_accepted_tokens = counter(
+            "vllm:spec_decode_num_accepted_tokens", "Draft tokens accepted."
+        )
+        self.counter_spec_decode_num_accepted_tokens_per_pos = counter(
+            "vllm:spec_decode_num_accepted_tokens_per_pos",
+            "Draft tokens accepted, per draft position.",
+            ("position",),
+        )
 
     def _histograms(self, max_model_len: int) -> None:
         def histogram(name: str, doc: str, buckets: Iterable[float]) -> Histogram:
@@ -178,6 +194,10 @@ class PrometheusStatLogger:
         self.counter_prefix_cache_hits.labels(*labels).inc(
             max(stats.prefix_cache_hits - last.prefix_cache_hits, 0)
         )
+        if stats.spec_decoding_stats is not None:
+            self._record_spec_decode(
+                stats.spec_decoding_stats.minus(last.spec_decoding_stats), labels
+            )
         self._last_totals[engine_index] = stats
         if self.gauge_lora_info is not None:
             self.gauge_lora_info.labels(
@@ -185,6 +205,15 @@ class PrometheusStatLogger:
                 ",".join(sorted(stats.waiting_lora_adapters)),
                 ",".join(sorted(stats.running_lora_adapters)),
             ).set_to_current_time()
+
+    def _record_spec_decode(self, delta: SpecDecodingStats, labels: tuple[str, str]) -> None:
+        self.counter_spec_decode_num_drafts.labels(*labels).inc(delta.num_drafts)
+        self.counter_spec_decode_num_draft_tokens.labels(*labels).inc(delta.num_draft_tokens)
+        self.counter_spec_decode_num_accepted_tokens.labels(*labels).inc(delta.num_accepted_tokens)
+        for position, count in enumerate(delta.num_accepted_tokens_per_pos):
+            self.counter_spec_decode_num_accepted_tokens_per_pos.labels(*labels, str(position)).inc(
+                count
+            )
 
     def _record_iteration(self, stats: IterationStats, labels: tuple[str, str]) -> None:
         self.counter_prompt_tokens.labels(*labels).inc(stats.num_prompt_tokens)

@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from vllm_hydra.spec_decode.metrics import SpecDecodingStats
+
 if TYPE_CHECKING:
     from vllm_hydra.engine.messages import EngineCoreEvent, EngineCoreOutput, FinishReason
 
@@ -40,6 +42,8 @@ class SchedulerStats:
     # LoRA adapter name -> its requests waiting / running (lora=enabled only).
     waiting_lora_adapters: dict[str, int] = field(default_factory=dict)
     running_lora_adapters: dict[str, int] = field(default_factory=dict)
+    # Speculative decoding totals; None when it is off.
+    spec_decoding_stats: SpecDecodingStats | None = None
 
 
 @dataclass

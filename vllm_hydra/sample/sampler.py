@@ -56,8 +56,18 @@ class Sampler(nn.Module):
         greedy = None if metadata.all_random else logits.argmax(dim=-1)
         if metadata.all_greedy:
             return greedy
+        random = random_sample(self.compute_probs(logits, metadata), metadata.generators)
+        is_greedy = metadata.temperature < GREEDY_EPS
+        return random if greedy is None else torch.where(is_greedy, greedy, random)
+
+    @staticmethod
+    def compute_probs(logits: torch.Tensor, metadata: SamplingMetadata) -> torch.Tensor:
+        """The random rows' distribution (in place on `logits`): temperature, min-p, top-k,
+        top-p, softmax. The rejection sampler verifies drafts against this same distribution.
+        """
         temperature = metadata.temperature
-        # Greedy rows are replaced by their argmax below; dividing them by 1 keeps them finite.
+        assert temperature is not None, "some row samples at random"
+        # Greedy rows are argmaxed instead; dividing them by 1 keeps them finite.
         is_greedy = temperature < GREEDY_EPS
         logits.div_(torch.where(is_greedy, 1.0, temperature).unsqueeze(1))
         if metadata.min_p is not None:
@@ -66,5 +76,4 @@ class Sampler(nn.Module):
             logits = apply_top_k(logits, metadata.top_k)
         if metadata.top_p is not None:
             logits = apply_top_p(logits, metadata.top_p)
-        random = random_sample(logits.softmax(dim=-1), metadata.generators)
-        return random if greedy is None else torch.where(is_greedy, greedy, random)
+        return logits.softmax(dim=-1)

@@ -172,6 +172,19 @@ class InputBatch:
         self.token_ids_cpu[rows, self.num_tokens[rows]] = token_ids
         self.num_tokens[rows] += 1
 
+    def append_token_ids(self, row: int, token_ids: list[int]) -> None:
+        """Several tokens at the end of a row (the accepted drafts and one more)."""
+        n = int(self.num_tokens[row])
+        self.token_ids_cpu[row, n : n + len(token_ids)] = token_ids
+        self.num_tokens[row] = n + len(token_ids)
+
+    def set_spec_token_ids(self, row: int, token_ids: list[int]) -> None:
+        """The row's drafts for this step, written after its tokens (the step's inputs read
+        them there; num_tokens does not count them)."""
+        self.spec_token_ids[row] = token_ids
+        n = int(self.num_tokens[row])
+        self.token_ids_cpu[row, n : n + len(token_ids)] = token_ids
+
     # ---- sampling ----
 
     def sampling_metadata(self) -> SamplingMetadata:
@@ -232,18 +245,22 @@ class InputBatch:
         num_prompt, num_tokens = self.num_prompt_tokens[:n], self.num_tokens[:n]
         prompt = None
         if any(p.repetition_penalty != 1.0 for p in params):
-            prompt = self._padded_token_ids(np.zeros(n, np.int32), num_prompt)
+            prompt = self.padded_token_ids(np.zeros(n, np.int32), num_prompt)
         return {
             "prompt_token_ids": prompt,
-            "output_token_ids": self._padded_token_ids(num_prompt, num_tokens),
+            "output_token_ids": self.padded_token_ids(num_prompt, num_tokens),
         }
 
-    def _padded_token_ids(self, starts: np.ndarray, ends: np.ndarray) -> torch.Tensor:
-        """[n, max(ends - starts)] int64: row r's tokens [starts[r], ends[r]), then vocab_size."""
+    def padded_token_ids(
+        self, starts: np.ndarray, ends: np.ndarray, rows: np.ndarray | None = None
+    ) -> torch.Tensor:
+        """[n, max(ends - starts)] int64: row r's tokens [starts[r], ends[r]), then vocab_size
+        (`rows`: which batch row each entry reads; default 0..n-1)."""
         n = len(starts)
+        rows = np.arange(n) if rows is None else rows
         width = int((ends - starts).max(initial=0))
         cols = np.arange(width)
         index = np.minimum(starts[:, None] + cols, self.token_ids_cpu.shape[1] - 1)
-        tokens = np.take_along_axis(self.token_ids_cpu[:n], index, axis=1)
+        tokens = np.take_along_axis(self.token_ids_cpu[rows], index, axis=1)
         padded = np.where(cols < (ends - starts)[:, None], tokens, self.vocab_size)
         return torch.from_numpy(padded.astype(np.int64)).to(self.device)

@@ -42,9 +42,13 @@ class ModelInputs:
 
 
 def prepare_inputs(
-    batch: InputBatch, num_scheduled: np.ndarray, buffers: InputBuffers
+    batch: InputBatch,
+    num_scheduled: np.ndarray,
+    buffers: InputBuffers,
+    num_draft_tokens: np.ndarray | None = None,
 ) -> ModelInputs:
-    """Row r computes tokens [num_computed_r, num_computed_r + num_scheduled[r])."""
+    """Row r computes tokens [num_computed_r, num_computed_r + num_scheduled[r]); the last
+    `num_draft_tokens[r]` of them are drafts, written after the row's known tokens."""
     n = batch.num_reqs
     cu = np.cumsum(num_scheduled)
     total = int(cu[-1])
@@ -80,5 +84,11 @@ def prepare_inputs(
         starts=starts,
         query_lens=num_scheduled,
         logits_indices=torch.from_numpy(cu - 1).to(batch.device),
-        sample_mask=seq_lens == batch.num_tokens[:n],
+        sample_mask=seq_lens == _num_tokens_with_drafts(batch, num_draft_tokens),
     )
+
+
+def _num_tokens_with_drafts(batch: InputBatch, num_draft_tokens: np.ndarray | None) -> np.ndarray:
+    n = batch.num_reqs
+    known = batch.num_tokens[:n]
+    return known if num_draft_tokens is None else known + num_draft_tokens

@@ -39,8 +39,10 @@ from vllm_hydra.model_executor.model_loader import get_model
 from vllm_hydra.outputs import LogprobsTensors, ModelRunnerOutput
 from vllm_hydra.sample.logprobs import compute_logprobs, gather_logprobs
 from vllm_hydra.sample.metadata import SamplingMetadata
+from vllm_hydra.sample.rejection_sampler import RejectionSampler
 from vllm_hydra.sample.sampler import Sampler
 from vllm_hydra.sequence import IntermediateTensors
+from vllm_hydra.spec_decode.runner import SpecDecodeRunner
 from vllm_hydra.structured_output.bitmask import apply_grammar_bitmask
 from vllm_hydra.worker.input_batch import InputBatch
 from vllm_hydra.worker.kv_cache_alloc import allocate_kv_cache
@@ -79,6 +81,12 @@ class ModelRunner:
         )
         self.input_buffers = InputBuffers(max_num_tokens, max_num_reqs, device)
         self.sampler = Sampler()
+        # Speculative decoding: proposes drafts after each step and verifies them in the next.
+        self.spec_decode = (
+            SpecDecodeRunner(vllm_config, self.input_batch, RejectionSampler(), device)
+            if vllm_config.speculative.enabled
+            else None
+        )
 
     def _max_model_len(self) -> int:
         max_model_len = self.config.model.max_model_len
@@ -91,6 +99,8 @@ class ModelRunner:
         self.model = get_model(self.config)
         if self.config.lora.enabled:  # wraps the linears before anything compiles them
             self.lora_manager = WorkerLoRAManager(self.model, self.config, self.device)
+        if self.spec_decode is not None:
+            self.spec_decode.load_model()  # a draft model's weights
         self.model_forward = self.model
         if self.config.compilation.mode is CompilationMode.torch_compile:
             self.model_forward = compile_model(self.model, self.config.compilation.cache_dir)
@@ -155,7 +165,8 @@ class ModelRunner:
         numel = 1
         for dim in self.kv_cache_shape(1):
             numel *= dim
-        return numel * self.kv_cache_dtype.itemsize * self.num_layers()
+        draft = self.spec_decode.kv_cache_bytes_per_block() if self.spec_decode else 0
+        return numel * self.kv_cache_dtype.itemsize * self.num_layers() + draft
 
     def initialize_kv_cache(self, num_blocks: int) -> None:
         shape = self.kv_cache_shape(num_blocks)
@@ -163,6 +174,8 @@ class ModelRunner:
             allocate_kv_cache(shape, self.kv_cache_dtype, self.device)
             for _ in range(self.num_layers())
         ]
+        if self.spec_decode is not None:
+            self.spec_decode.initialize_kv_cache(num_blocks)  # the draft's layers, same blocks
         logger.info("KV cache: %d blocks of %d tokens per layer", num_blocks, self.block_size)
 
     @torch.inference_mode()
@@ -222,7 +235,8 @@ class ModelRunner:
         req_ids: list[str] = list(batch.req_ids)  # type: ignore[arg-type]  # condensed
         scheduled = scheduler_output.num_scheduled_tokens
         num_scheduled = np.array([scheduled[r] for r in req_ids], dtype=np.int32)
-        inputs = prepare_inputs(batch, num_scheduled, self.input_buffers)
+        num_drafts = self.spec_decode.num_draft_tokens() if self.spec_decode else None
+        inputs = prepare_inputs(batch, num_scheduled, self.input_buffers, num_drafts)
         inputs.attn_metadata = self.attn_metadata_builder.build(inputs.attn_metadata)
         self._set_active_loras(num_scheduled)
         num_tokens = inputs.attn_metadata.num_actual_tokens
@@ -237,13 +251,19 @@ class ModelRunner:
             get_pp_group().send(hidden.as_list())
             return ModelRunnerOutput(req_ids, req_id_to_index, [])
         prompt_logprobs = self._prompt_logprobs(hidden, inputs, req_ids)
-        sampled, logprobs = self._sample(hidden, inputs, scheduler_output, req_ids)
+        if scheduler_output.scheduled_spec_decode_tokens and self.spec_decode is not None:
+            sampled, logprobs = self.spec_decode.sample(
+                self._model(), hidden, inputs, scheduler_output, req_ids
+            )
+        else:
+            sampled, logprobs = self._sample(hidden, inputs, scheduler_output, req_ids)
         return ModelRunnerOutput(
             req_ids=req_ids,
             req_id_to_index=req_id_to_index,
             sampled_token_ids=sampled,
             logprobs=logprobs.tolists() if logprobs is not None else None,
             prompt_logprobs_dict=prompt_logprobs,
+            spec_token_ids=self.spec_decode.propose(sampled, inputs) if self.spec_decode else None,
         )
 
     def _model(self) -> nn.Module:
@@ -292,6 +312,8 @@ class ModelRunner:
         for state in joining:
             batch.add_request(state)
         batch.condense()
+        if self.spec_decode is not None:
+            self.spec_decode.update_states(so)
 
     def _update_cached_request(
         self, state: CachedRequestState, cached: CachedRequestData, i: int
