@@ -72,7 +72,10 @@ async def _complete_all(server: RemoteServer, jobs: list[tuple[int, str]]) -> li
         )
         for i, model in jobs
     ]
-    return [r.choices[0].text for r in await asyncio.gather(*calls)]
+    replies = await asyncio.gather(*calls)
+    # A reply names the adapter it ran (vLLM's answer), or the base model.
+    assert [r.model for r in replies] == [model for _, model in jobs]
+    return [r.choices[0].text for r in replies]
 
 
 def test_models_lists_adapters_with_their_parent(server: RemoteServer, adapters: dict) -> None:

@@ -138,7 +138,7 @@ class OpenAIServingChat(OpenAIServing):
         num_generated = sum(len(o.token_ids) for o in final.outputs)
         return ChatCompletionResponse(
             id=request_id,
-            model=self.models.served_model_name,
+            model=self.models.model_name(request.model),
             choices=choices,
             usage=usage(len(final.prompt_token_ids), num_generated),
             prompt_logprobs=(
@@ -196,7 +196,7 @@ class OpenAIServingChat(OpenAIServing):
         created = int(time.time())
         num_prompt = num_generated = 0
         started: set[int] = set()
-        model = self.models.served_model_name
+        model = self.models.model_name(request.model)
         options = request.stream_options
         continuous = options is not None and options.continuous_usage_stats
         echo = _echoed(request)

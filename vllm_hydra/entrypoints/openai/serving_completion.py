@@ -124,7 +124,7 @@ class OpenAIServingCompletion(OpenAIServing):
                 choices.append(self._choice(request, index, prompt, final, output))
         return CompletionResponse(
             id=request_id,
-            model=self.models.served_model_name,
+            model=self.models.model_name(request.model),
             choices=choices,
             usage=usage(num_prompt, num_generated),
         )
@@ -196,7 +196,7 @@ class OpenAIServingCompletion(OpenAIServing):
                 chunk = CompletionStreamResponse(
                     id=request_id,
                     created=created,
-                    model=self.models.served_model_name,
+                    model=self.models.model_name(request.model),
                     choices=[choice],
                     usage=usage(sum(num_prompt), num_generated) if continuous else None,
                 )
@@ -205,7 +205,7 @@ class OpenAIServingCompletion(OpenAIServing):
             final = CompletionStreamResponse(
                 id=request_id,
                 created=created,
-                model=self.models.served_model_name,
+                model=self.models.model_name(request.model),
                 choices=[],
                 usage=usage(sum(num_prompt), num_generated),
             )

@@ -48,6 +48,13 @@ class OpenAIServingModels:
         # Adapter name -> its requests in flight (an adapter in use cannot be unloaded).
         self.in_flight: Counter[str] = Counter()
 
+    def model_name(self, model: str | None) -> str:
+        """The `model` a response names: the adapter the request ran, else the base model
+        (vLLM answers with the adapter's name)."""
+        return (
+            model if model is not None and model in self.lora_requests else self.served_model_name
+        )
+
     def check_model(self, model: str | None) -> LoRARequest | None:
         """The adapter `model` names (None: the base model); a 404 for a model this server
         does not serve. None as `model` means the served one."""
