@@ -11,6 +11,9 @@ TORCH ?= torch==2.13.0
 EXTRAS ?= dev,tracing,bench,tune,ray
 ARGS ?=
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist): one per core of the 2-core CI machine; each test module stays on
+# one process (--dist loadfile), so a module's shared server starts once. PYTEST_WORKERS=0: serial.
+PYTEST_WORKERS ?= 2
 
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -29,7 +32,7 @@ serve: $(STAMP)
 	$(BIN)/python serve.py $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
