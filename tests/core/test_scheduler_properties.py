@@ -120,21 +120,7 @@ def _run(scenario: Scenario) -> tuple[Driver, set[str]]:
 @given(scenarios())
 def test_any_schedule_gives_the_reference_tokens_and_frees_every_block(scenario: Scenario) -> None:
     driver, aborted = _run(scenario)
-    max_request_len = driver.scheduler.max_request_len
-    for a in scenario.arrivals:
-        request = make_request(a.request_id, a.prompt, **a.params)
-        expected, reason, stop_reason = reference_generate(
-            a.prompt, request.sampling_params, EOS, max_request_len
-        )
-        got = driver.tokens.get(a.request_id, [])
-        if a.request_id in aborted:
-            assert expected[: len(got)] == got
-            assert a.request_id not in driver.finished
-            continue
-        assert got == expected
-        finished = driver.finished[a.request_id]
-        assert (finished.finish_reason, finished.stop_reason) == (reason, stop_reason)
-    check_all_free(driver.scheduler)
+    check_reference_outputs(driver, scenario, aborted)
     # Every finished or aborted request was reported to the runner, which now holds nothing.
     driver.step()
     assert not driver.runner.states
@@ -162,4 +148,24 @@ def test_tight_cache_preempts_and_still_completes(config_blocks, data: st.DataOb
         params = make_request("x", prompt, ignore_eos=True, max_tokens=None).sampling_params
         assert driver.tokens[f"r{i}"] == reference_generate(prompt, params, EOS, max_model_len)[0]
         assert len(driver.tokens[f"r{i}"]) == max_model_len - prompt_len
+    check_all_free(driver.scheduler)
+
+
+def check_reference_outputs(driver: Driver, scenario: Scenario, aborted: set[str]) -> None:
+    """Each request's tokens and finish reason are the reference's (an aborted one's tokens a
+    prefix of them, and never reported finished), and every KV block is free again."""
+    max_request_len = driver.scheduler.max_request_len
+    for a in scenario.arrivals:
+        request = make_request(a.request_id, a.prompt, **a.params)
+        expected, reason, stop_reason = reference_generate(
+            a.prompt, request.sampling_params, EOS, max_request_len
+        )
+        got = driver.tokens.get(a.request_id, [])
+        if a.request_id in aborted:
+            assert expected[: len(got)] == got
+            assert a.request_id not in driver.finished
+            continue
+        assert got == expected
+        finished = driver.finished[a.request_id]
+        assert (finished.finish_reason, finished.stop_reason) == (reason, stop_reason)
     check_all_free(driver.scheduler)

@@ -21,7 +21,7 @@ from sched_harness import (
     next_token,
     reference_generate,
 )
-from test_scheduler_properties import Scenario, scenarios
+from test_scheduler_properties import Scenario, check_reference_outputs, scenarios
 
 from vllm_hydra.config import SpeculativeConfig, SpeculativeMethod, VllmConfig
 from vllm_hydra.core.request import RequestStatus
@@ -144,20 +144,7 @@ def _run(scenario: Scenario) -> tuple[Driver, set[str]]:
 @given(scenarios())
 def test_speculation_gives_the_reference_tokens_and_frees_every_block(scenario: Scenario) -> None:
     driver, aborted = _run(scenario)
-    max_request_len = driver.scheduler.max_request_len
-    for a in scenario.arrivals:
-        request = make_request(a.request_id, a.prompt, **a.params)
-        expected, reason, stop_reason = reference_generate(
-            a.prompt, request.sampling_params, EOS, max_request_len
-        )
-        got = driver.tokens.get(a.request_id, [])
-        if a.request_id in aborted:
-            assert expected[: len(got)] == got
-            continue
-        assert got == expected
-        finished = driver.finished[a.request_id]
-        assert (finished.finish_reason, finished.stop_reason) == (reason, stop_reason)
-    check_all_free(driver.scheduler)
+    check_reference_outputs(driver, scenario, aborted)
 
 
 def test_drafts_are_verified_partly_accepted_and_counted() -> None:
