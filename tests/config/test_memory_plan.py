@@ -76,3 +76,24 @@ def test_lora_slots_are_planned_and_taken_from_the_kv_budget() -> None:
     assert plan.lora_bytes == per_layer * 16 * 4 * 2 * 32 == 171_966_464
     assert plan.kv_budget_bytes == without.kv_budget_bytes - plan.lora_bytes
     assert "LoRA adapter slots per rank" in plan.describe()
+
+
+def test_llama3_70b_awq_fits_one_80gb_gpu() -> None:
+    """Issue 17: a dry run of Llama 3 70B in AWQ int4 (group 128) plans it on one 80 GB GPU,
+    where the bf16 checkpoint needs four (test_checks.py)."""
+    config = compose_config(["model=llama3-70b-awq", "device=cuda", "dry_run=true"])
+    assert config.quantization_method == "awq"
+    plan = plan_memory(config)
+    h, inter, layers, vocab = 8192, 28672, 80, 128_256
+    q, kv = 64 * 128, 8 * 128
+    linear = h * (q + 2 * kv) + q * h + 3 * h * inter  # qkv, o, gate_up, down
+    # (outputs, inputs) of each packed projection: one fp16 scale and zero point per 128 inputs.
+    shapes = [(q + 2 * kv, h), (h, q), (2 * inter, h), (h, inter)]
+    groups = sum(out * (inp // 128) for out, inp in shapes)
+    norms = 2 * h
+    per_layer = linear // 2 + groups * 2 * 2 + norms * 2
+    expected = layers * per_layer + 2 * vocab * h * 2 + h * 2  # embedding, LM head, final norm
+    assert abs(plan.weight_bytes - expected) <= layers * 2  # the plan spreads the final norm
+    assert 37 * GIB < plan.weight_bytes < 38 * GIB
+    assert plan.num_blocks > 0 and plan.max_concurrency >= 1  # room for full-length requests
+    assert "weights per rank                               37.78 GiB" in plan.describe()
