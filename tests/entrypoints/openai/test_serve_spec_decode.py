@@ -1,4 +1,5 @@
-"""`python serve.py speculative=ngram` with the official openai client: greedy completions,
+"""`python serve.py speculative=ngram` and `speculative=draft_model` (the target as its own
+draft) with the official openai client: greedy completions,
 streamed and not, equal the offline engine's without speculation (text and token counts; fp32,
 32 prompts at once, chunked prefill, a KV cache small enough to preempt), usage is exact, and
 /metrics and the stats line report the acceptance."""
@@ -18,12 +19,14 @@ from vllm_hydra import LLM, SamplingParams
 MAX_TOKENS = 12
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RemoteServer]:
+@pytest.fixture(scope="module", params=["ngram", "draft_model"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RemoteServer]:
     remote = RemoteServer(
         tmp_path_factory.mktemp("spec") / "run",
         *COMMON,
-        "speculative=ngram",
+        f"speculative={request.param}",
         "observability.stats_interval_s=1",
         wait=False,
     )
