@@ -1,8 +1,8 @@
 """`python serve.py speculative=ngram` and `speculative=draft_model` (the target as its own
-draft) with the official openai client: greedy completions,
-streamed and not, equal the offline engine's without speculation (text and token counts; fp32,
-32 prompts at once, chunked prefill, a KV cache small enough to preempt), usage is exact, and
-/metrics and the stats line report the acceptance."""
+draft) with the official openai client: greedy completions, streamed and not, equal the
+offline engine's without speculation (text and token counts; fp32, 32 prompts at once, chunked
+prefill, a KV cache small enough to preempt), usage is exact, and /metrics and the stats line
+report the acceptance."""
 
 from __future__ import annotations
 
