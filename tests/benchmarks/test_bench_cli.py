@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import itertools
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from vllm_hydra.benchmarks.summary import COLUMNS
+from vllm_hydra.cpu_library import kernel_dir
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = (
@@ -32,6 +35,17 @@ needs_matplotlib = pytest.mark.skipif(
     importlib.util.find_spec("matplotlib") is None,
     reason="the plots need the bench extra: pip install -e '.[bench]'",
 )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _own_peaks_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Peaks measured while the suite runs would understate the machine: keep them out of the
+    user's cache (~/.cache/vllm_hydra/machine_peaks.json), in one file for this module."""
+    kernels = str(kernel_dir())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+        patch.setenv("VLLM_HYDRA_KERNEL_DIR", kernels)  # the C kernels stay where they are
+        yield
 
 
 def bench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -64,8 +78,12 @@ def test_throughput_against_both_baselines(tmp_path: Path) -> None:
     assert results[1]["overrides"][0] == "bench.backend=hf"
     assert results[0]["env"]["torch"] and results[0]["env"]["cores"] >= 1
     assert results[0]["metrics"]["workload_flops"] > 0
-    for result in results:  # the same peaks for all three (measured once, then cached)
-        assert result["metrics"]["peak_gemm_tflops"] == results[0]["metrics"]["peak_gemm_tflops"]
+    # Peaks measured once, then cached: a later job measures again only when the cached ones
+    # were taken under load (the suite's other worker running) and the CPUs are idle now.
+    for before, result in itertools.pairwise(results):
+        same = result["metrics"]["peak_gemm_tflops"] == before["metrics"]["peak_gemm_tflops"]
+        assert same or before["metrics"]["peaks_under_load"] == 1.0
+    for result in results:
         assert 0 < result["metrics"]["roofline_fraction"] < 1
     assert results[0]["metrics"]["read_bandwidth_gbs"] > 0
     summary = (sweep / "summary.md").read_text()

@@ -75,8 +75,11 @@ def test_peaks_are_measured_once_per_machine_and_dtype(
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setattr(peaks_module, "READ_BYTES", 64 << 20)
     monkeypatch.setattr(peaks_module, "GEMM_SIZE", 256)
+    # As if no other process ran (the suite's other worker may): never marked under load.
+    monkeypatch.setattr(peaks_module, "_cpu_busy_s", lambda: 0.0)
     cpu = torch.device("cpu")
     first = machine_peaks(cpu, torch.float32)
+    assert not first.under_load
     assert first.gemm_tflops > 0 and first.read_gbs > 0
     assert (tmp_path / "vllm_hydra" / "machine_peaks.json").is_file()
 
@@ -87,3 +90,26 @@ def test_peaks_are_measured_once_per_machine_and_dtype(
     assert machine_peaks(cpu, torch.float32) == first
     with pytest.raises(AssertionError, match="measured again"):
         machine_peaks(cpu, torch.bfloat16)  # another dtype is another entry
+
+
+def test_peaks_measured_under_load_are_measured_again_once_idle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A measurement during which other processes kept the CPUs busy is cached marked
+    `under_load`: runs on a still-busy machine reuse it, the first idle run replaces it."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(peaks_module, "READ_BYTES", 64 << 20)
+    monkeypatch.setattr(peaks_module, "GEMM_SIZE", 256)
+    cpu = torch.device("cpu")
+    busy = iter([0.0, 1e6])  # /proc/stat's busy seconds before and after: others far busier
+    real_busy = peaks_module._cpu_busy_s
+    monkeypatch.setattr(peaks_module, "_cpu_busy_s", lambda: next(busy))
+    loaded = machine_peaks(cpu, torch.float32)
+    assert loaded.under_load
+    monkeypatch.setattr(peaks_module, "_cpu_busy_s", real_busy)
+    monkeypatch.setattr(peaks_module, "cpus_idle_now", lambda: False)
+    assert machine_peaks(cpu, torch.float32) == loaded  # still busy: the cached entry
+    monkeypatch.setattr(peaks_module, "cpus_idle_now", lambda: True)
+    monkeypatch.setattr(peaks_module, "_measure", lambda *_: MachinePeaks(2.0, 3.0))
+    assert machine_peaks(cpu, torch.float32) == MachinePeaks(2.0, 3.0)  # idle: measured again
+    assert machine_peaks(cpu, torch.float32) == MachinePeaks(2.0, 3.0)  # and cached

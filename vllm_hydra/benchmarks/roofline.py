@@ -114,4 +114,5 @@ def roofline(
         "roofline_compute_bound_steps": float(compute_bound),
         "peak_gemm_tflops": peaks.gemm_tflops,
         "read_bandwidth_gbs": peaks.read_gbs,
+        "peaks_under_load": float(peaks.under_load),  # 1.0: the fraction overstates the run
     }
