@@ -1,6 +1,6 @@
 """compilation.mode=torch_compile gives the eager model's greedy tokens on a tiny random model,
-runs the CPU kernels as torch operators (no fallback to the torch paths, no graph break but the
-piecewise split at attention), and the token dimension stays dynamic: batches of many sizes
+runs the CPU kernels and the packed oneDNN GEMMs as torch operators (no fallback to the torch
+paths or to an `mm` on the plain weight, no graph break but the piecewise split at attention), and the token dimension stays dynamic: batches of many sizes
 reuse a bounded set of graphs."""
 
 from __future__ import annotations
@@ -47,14 +47,15 @@ def _num_graphs() -> int:
 
 
 # The CPU kernels' operators, and the torch ops of the paths they replace (RMSNorm's rsqrt,
-# SiLU, rotary's concatenation of the rotated halves).
+# SiLU, rotary's concatenation of the rotated halves, a GEMM on the unpacked weight).
 KERNEL_OPS = {
+    "vllm_hydra::onednn_linear",
     "vllm_hydra::rms_norm",
     "vllm_hydra::fused_add_rms_norm",
     "vllm_hydra::silu_and_mul",
     "vllm_hydra::rotary_embedding",
 }
-TORCH_PATH_OPS = {"aten::rsqrt", "aten::silu", "aten::cat"}
+TORCH_PATH_OPS = {"aten::rsqrt", "aten::silu", "aten::cat", "aten::mm", "aten::addmm"}
 
 
 def _op_counts(prof: profile) -> dict[str, int]:

@@ -6,6 +6,11 @@ blocked (AMX/AVX-512) layout each time. Packing once after loading, as vLLM's
 project's 2-core CPU, bench-125m's 12 layers plus LM head in bf16): 28.5 -> 18.4 ms at 64
 tokens, 19.0 -> 13.0 ms at 1, with bit-identical outputs; so bf16 and fp16 only, where the
 oneDNN kernels are the ones F.linear already used (fp32 goes to another BLAS).
+
+Under torch.compile the packed GEMM is the operator `vllm_hydra::onednn_linear` (a schema and a
+fake implementation), so Inductor keeps it as one opaque call on the packed weight rather than
+compiling an `mm` on the plain one (Inductor packs weights only with freezing, which the engine
+does not use); eager code calls oneDNN directly and skips the dispatcher.
 """
 
 from __future__ import annotations
@@ -26,6 +31,17 @@ Gemm = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 # The batch size oneDNN tunes the packed layout for; other sizes run on it as fast (measured
 # 1 to 2048 tokens).
 PACK_BATCH_HINT = 64
+
+
+@torch.library.custom_op("vllm_hydra::onednn_linear", mutates_args=())
+def onednn_linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x @ weight.T + bias on a weight packed by `torch.ops.mkldnn._reorder_linear_weight`."""
+    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [None], "")
+
+
+@onednn_linear.register_fake
+def _(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return x.new_empty((*x.shape[:-1], packed.shape[0]))
 
 
 def default_gemm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -54,6 +70,8 @@ def dispatch_cpu_unquantized_gemm(layer: nn.Module, remove_weight: bool) -> bool
     def onednn_gemm(
         x: torch.Tensor, _weight: torch.Tensor, bias: torch.Tensor | None
     ) -> torch.Tensor:
+        if torch.compiler.is_compiling():
+            return torch.ops.vllm_hydra.onednn_linear(x, packed, bias)
         return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [None], "")
 
     layer.gemm = onednn_gemm

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vllm_hydra.config import CompilationMode, LoadFormat, VllmConfig
+from vllm_hydra.config import LoadFormat, VllmConfig
 from vllm_hydra.model_executor.layers.quantization import (
     QuantizationConfig,
     get_quantization_config,
@@ -67,9 +67,7 @@ def get_model(vllm_config: VllmConfig) -> nn.Module:
         load_checkpoint(model, Path(vllm_config.model_dir), quant_config)
     with set_default_torch_dtype(dtype):
         process_weights_after_loading(model, quant_config)
-    # Eager CPU only: Inductor does its own packing of what it compiles.
-    if vllm_config.compilation.mode is CompilationMode.none:
-        pack_linear_weights(model)
+    pack_linear_weights(model)  # CPU bf16/fp16: eager and torch.compile alike
     return model.eval()
 
 
