@@ -1,7 +1,7 @@
 """compilation.mode=torch_compile gives the eager model's greedy tokens on a tiny random model,
 runs the CPU kernels and the packed oneDNN GEMMs as torch operators (no fallback to the torch
-paths or to an `mm` on the plain weight, no graph break but the piecewise split at attention), and the token dimension stays dynamic: batches of many sizes
-reuse a bounded set of graphs."""
+paths or to an `mm` on the plain weight, no graph break but the piecewise split at attention),
+and the token dimension stays dynamic: batches of many sizes reuse a bounded set of graphs."""
 
 from __future__ import annotations
 
