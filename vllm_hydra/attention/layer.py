@@ -1,11 +1,16 @@
 """`Attention`: the model-side attention layer over a paged KV cache.
 
 Models hand it q/k/v after their projections and rotary embedding, plus this layer's KV cache
-and the step's metadata, both passed explicitly (no global forward context). The layer holds
-its fp8 KV cache scales (`_k_scale`, `_v_scale`, as in vLLM; unused by other cache dtypes).
+and the step's metadata, both passed explicitly. Under torch.compile the layer is the operator
+`vllm_hydra::unified_attention` instead, which reads both from the forward context
+(`vllm_hydra/forward_context.py`). The layer holds its fp8 KV cache scales (`_k_scale`,
+`_v_scale`, as in vLLM; unused by other cache dtypes).
 """
 
 from __future__ import annotations
+
+import itertools
+import weakref
 
 import torch
 from torch import nn
@@ -19,6 +24,39 @@ from vllm_hydra.attention.kv_cache_quant import (
     V_SCALE_CONSTANT,
     compute_kv_scale,
 )
+from vllm_hydra.forward_context import get_forward_context
+
+# The attention layers of compiled models, by name (vLLM's static forward context). Names are
+# "model<k>.attn<i>": the k-th model this process compiled, its i-th layer, the same in every
+# run, so Inductor's on-disk cache (keyed by the graph, names included) serves a restart.
+_LAYERS: weakref.WeakValueDictionary[str, Attention] = weakref.WeakValueDictionary()
+_MODEL_NUMBERS = itertools.count()
+
+
+def register_attention_layers(model: nn.Module, num_layers: int) -> None:
+    """Name `model`'s attention layers for `unified_attention`: layer i reads kv_caches[i]."""
+    layers = [m for m in model.modules() if isinstance(m, Attention)]
+    assert len(layers) == num_layers, f"{len(layers)} attention layers for {num_layers} caches"
+    number = next(_MODEL_NUMBERS)
+    for index, layer in enumerate(layers):
+        layer.layer_name, layer.kv_cache_index = f"model{number}.attn{index}", index
+        _LAYERS[layer.layer_name] = layer
+
+
+@torch.library.custom_op("vllm_hydra::unified_attention", mutates_args=())
+def unified_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, layer_name: str
+) -> torch.Tensor:
+    """Layer `layer_name`'s attention for the step in the forward context (it writes the
+    layer's KV cache, which is no argument: the compiled graph neither reads nor copies it)."""
+    layer, context = _LAYERS[layer_name], get_forward_context()
+    kv_cache = context.kv_caches[layer.kv_cache_index]
+    return _run_attention(layer, query, key, value, kv_cache, context.attn_metadata)
+
+
+@unified_attention.register_fake
+def _(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, layer_name: str) -> torch.Tensor:
+    return torch.empty_like(query)
 
 
 @torch.compiler.disable
@@ -70,6 +108,9 @@ class Attention(nn.Module):
         self.register_buffer("_v_scale", torch.ones(1, dtype=torch.float32), persistent=False)
         # Set by the model runner once warm-up is over: the next real batch sets the scales.
         self.calculate_kv_scales = False
+        # Set by register_attention_layers for a compiled model.
+        self.layer_name: str | None = None
+        self.kv_cache_index = -1
 
     def calc_kv_scales(self, key: torch.Tensor, value: torch.Tensor) -> None:
         """k_scale / v_scale from this batch's keys and values (vLLM's rule), once."""
@@ -89,6 +130,8 @@ class Attention(nn.Module):
 
         attn_metadata None (a profiling run) leaves the cache untouched and returns zeros.
         """
+        if self.layer_name is not None and torch.compiler.is_compiling():
+            return torch.ops.vllm_hydra.unified_attention(query, key, value, self.layer_name)
         return _run_attention(self, query, key, value, kv_cache, attn_metadata)
 
     def extra_repr(self) -> str:

@@ -58,6 +58,13 @@ def compile_model(model: nn.Module, cache_dir: str | None) -> ModelForward:
     path = set_cache_dir(cache_dir)
     torch._dynamo.config.recompile_limit = RECOMPILE_LIMIT
     logger.info("torch.compile: model forward, cache in %s", path)
-    # dynamic=True: every piece (the model is cut at each attention call) is traced with a
-    # symbolic token count from its first call, so no size triggers a recompile.
-    return torch.compile(model, dynamic=True, fullgraph=False)
+    # dynamic=True: the graph is traced with a symbolic token count from its first call, so
+    # no size triggers a recompile. No guards on the model's modules: nothing changes their
+    # attributes once loaded (attention's per-step state is read inside its operator), and
+    # checking every parameter's guard each step costs what a small model's step does.
+    return torch.compile(
+        model,
+        dynamic=True,
+        fullgraph=False,
+        options={"guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe},
+    )

@@ -23,7 +23,7 @@ from torch import nn
 
 from vllm_hydra.attention.backends.abstract import AttentionMetadata
 from vllm_hydra.attention.kv_cache_quant import kv_cache_torch_dtype
-from vllm_hydra.attention.layer import Attention
+from vllm_hydra.attention.layer import Attention, register_attention_layers
 from vllm_hydra.attention.selector import get_attn_backend, get_attn_metadata_builder
 from vllm_hydra.compilation.cuda_graph import CUDAGraphRunner
 from vllm_hydra.compilation.torch_compile import ModelForward, compile_model
@@ -33,6 +33,7 @@ from vllm_hydra.config.vllm import VllmConfig
 from vllm_hydra.core.sched_output import CachedRequestData, SchedulerOutput
 from vllm_hydra.distributed.parallel_state import get_pp_group
 from vllm_hydra.distributed.utils import get_pp_indices
+from vllm_hydra.forward_context import set_forward_context
 from vllm_hydra.lora.request import LoRARequest
 from vllm_hydra.lora.worker_manager import WorkerLoRAManager
 from vllm_hydra.model_executor.model_loader import get_model
@@ -103,6 +104,7 @@ class ModelRunner:
             self.spec_decode.load_model()  # a draft model's weights
         self.model_forward = self.model
         if self.config.compilation.mode is CompilationMode.torch_compile:
+            register_attention_layers(self.model, self.num_layers())
             self.model_forward = compile_model(self.model, self.config.compilation.cache_dir)
 
     @torch.inference_mode()
@@ -345,7 +347,8 @@ class ModelRunner:
         if graphs is not None and intermediate is None and graphs.padded_size(meta) is not None:
             return graphs.run(meta)  # the inputs sit in the buffers the graphs read
         forward = self.model_forward if self.model_forward is not None else self._model()
-        return forward(input_ids, positions, self.kv_caches, meta, intermediate)
+        with set_forward_context(meta, self.kv_caches):
+            return forward(input_ids, positions, self.kv_caches, meta, intermediate)
 
     def _empty_intermediate(self, num_tokens: int) -> IntermediateTensors:
         dtype = TORCH_DTYPES[self.config.model.dtype.value]
