@@ -50,8 +50,8 @@ def kernel_dir() -> Path:
     return Path(xdg) / "vllm_hydra" / "kernels"
 
 
-def _sources() -> list[Path]:
-    return sorted(SOURCE_DIR.glob("*.c"))
+def _sources(source_dir: Path) -> list[Path]:
+    return sorted(source_dir.glob("*.c"))
 
 
 def _cpu_flags() -> str:
@@ -65,12 +65,14 @@ def _cpu_flags() -> str:
     return platform.processor()
 
 
-def _build(compiler: str) -> Path:
-    """The shared library for these sources, compiler and CPU; compiled if not cached."""
+def _build(compiler: str, source_dir: Path | None = None) -> Path:
+    """The shared library for these sources (SOURCE_DIR's unless given), compiler and CPU;
+    compiled if not cached."""
+    source_dir = source_dir or SOURCE_DIR
     version = subprocess.run(
         [compiler, "--version"], capture_output=True, text=True, check=True
     ).stdout
-    texts = [p.read_text() for p in sorted(SOURCE_DIR.iterdir()) if p.suffix in (".c", ".h")]
+    texts = [p.read_text() for p in sorted(source_dir.iterdir()) if p.suffix in (".c", ".h")]
     key = hashlib.sha256(
         "\0".join([*texts, compiler, version, *CFLAGS, _cpu_flags()]).encode()
     ).hexdigest()[:16]
@@ -82,7 +84,7 @@ def _build(compiler: str) -> Path:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        sources = [str(p) for p in _sources()]
+        sources = [str(p) for p in _sources(source_dir)]
         cmd = [compiler, *CFLAGS, *sources, "-o", tmp, "-lm"]
         subprocess.run(cmd, capture_output=True, text=True, check=True)
         os.replace(tmp, target)
@@ -90,6 +92,13 @@ def _build(compiler: str) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return target
+
+
+def build_library(source_dir: Path) -> ctypes.CDLL:
+    """The library compiled from another checkout's csrc/cpu (a benchmark's baseline), cached
+    as the project's own is."""
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or "cc"
+    return ctypes.CDLL(str(_build(compiler, source_dir)))
 
 
 @functools.cache
