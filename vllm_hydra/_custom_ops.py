@@ -45,14 +45,19 @@ _SIGNATURES = {
 }
 
 
-def _lib() -> ctypes.CDLL | None:
-    lib = load_library()
-    if lib is not None and lib.paged_attention_decode.argtypes is None:
+def bind(lib: ctypes.CDLL) -> ctypes.CDLL:
+    """lib with the kernels' argument types set (once)."""
+    if lib.paged_attention_decode.argtypes is None:
         for name, argtypes in _SIGNATURES.items():
             fn = getattr(lib, name)
             fn.argtypes = argtypes
             fn.restype = ctypes.c_int if name == "paged_attention_decode" else None
     return lib
+
+
+def _lib() -> ctypes.CDLL | None:
+    lib = load_library()
+    return bind(lib) if lib is not None else None
 
 
 def _rows(x: torch.Tensor) -> bool:

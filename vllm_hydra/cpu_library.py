@@ -65,16 +65,17 @@ def _cpu_flags() -> str:
     return platform.processor()
 
 
-def _build(compiler: str, source_dir: Path | None = None) -> Path:
-    """The shared library for these sources (SOURCE_DIR's unless given), compiler and CPU;
-    compiled if not cached."""
+def _build(compiler: str, source_dir: Path | None = None, march: str = "native") -> Path:
+    """The shared library for these sources (SOURCE_DIR's unless given), compiler and CPU (or
+    the -march given); compiled if not cached."""
     source_dir = source_dir or SOURCE_DIR
+    flags = [f"-march={march}" if f == "-march=native" else f for f in CFLAGS]
     version = subprocess.run(
         [compiler, "--version"], capture_output=True, text=True, check=True
     ).stdout
     texts = [p.read_text() for p in sorted(source_dir.iterdir()) if p.suffix in (".c", ".h")]
     key = hashlib.sha256(
-        "\0".join([*texts, compiler, version, *CFLAGS, _cpu_flags()]).encode()
+        "\0".join([*texts, compiler, version, *flags, _cpu_flags()]).encode()
     ).hexdigest()[:16]
     target = kernel_dir() / f"vllm_hydra_cpu-{key}.so"
     if target.exists():
@@ -85,7 +86,7 @@ def _build(compiler: str, source_dir: Path | None = None) -> Path:
     os.close(fd)
     try:
         sources = [str(p) for p in _sources(source_dir)]
-        cmd = [compiler, *CFLAGS, *sources, "-o", tmp, "-lm"]
+        cmd = [compiler, *flags, *sources, "-o", tmp, "-lm"]
         subprocess.run(cmd, capture_output=True, text=True, check=True)
         os.replace(tmp, target)
     finally:
@@ -94,11 +95,12 @@ def _build(compiler: str, source_dir: Path | None = None) -> Path:
     return target
 
 
-def build_library(source_dir: Path) -> ctypes.CDLL:
-    """The library compiled from another checkout's csrc/cpu (a benchmark's baseline), cached
-    as the project's own is."""
+def build_library(source_dir: Path | None = None, march: str = "native") -> ctypes.CDLL:
+    """The library compiled from another checkout's csrc/cpu (a benchmark's baseline), or for
+    another CPU (`march="haswell"`: the AVX2 code paths, which run here too), cached as the
+    project's own is. Raises where it cannot be built."""
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or "cc"
-    return ctypes.CDLL(str(_build(compiler, source_dir)))
+    return ctypes.CDLL(str(_build(compiler, source_dir, march)))
 
 
 @functools.cache

@@ -268,13 +268,16 @@ static inline __attribute__((always_inline)) void attend_item(
             const float correction = softmax_chunk(st.scores[h], n, &st.m[h], &st.l[h]);
             for (int j = 0; j < nv; j++) st.acc[h * nv + j] *= correction;
         }
-        // The next chunk's rows, while this one's values are summed.
-        if (n_next > 0)
-            prefetch_rows(key, value, rows[cur ^ 1], n_next, kv_begin * head_size, span, elem);
         for (int kv = kv_begin; kv < kv_end; kv++)
-            for (int h = (kv - kv_begin) * group; h < (kv - kv_begin + 1) * group; h++)
+            for (int h = (kv - kv_begin) * group; h < (kv - kv_begin + 1) * group; h++) {
+                // A share of the next chunk's rows while each head's values are summed: a
+                // steady stream, not a burst that overflows the cache's miss queue.
+                const int from = h * n_next / num_heads, to = (h + 1) * n_next / num_heads;
+                prefetch_rows(key, value, rows[cur ^ 1] + from, to - from, kv_begin * head_size,
+                              span, elem);
                 chunk_values(st.scores[h], value, rows[cur], (int64_t)kv * head_size, n, nv,
                              dtype, st.acc + h * nv);
+            }
     }
     for (int h = 0; h < num_heads; h++) {
         float row[MAX_HEAD_SIZE];
