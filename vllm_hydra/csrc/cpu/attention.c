@@ -191,19 +191,29 @@ static inline __attribute__((always_inline)) v16f value_vector(const void *value
 }
 
 // acc += sum over the chunk's n tokens of p[t] * v[t], v[t] one KV head's value row (at
-// rows[t] + offset): the head's accumulators stay in registers for the whole chunk.
-static inline __attribute__((always_inline)) void chunk_values(const float *p,
-                                                               const void *value,
-                                                               const int64_t *rows,
-                                                               int64_t offset, int n, int nv,
-                                                               int dtype, v16f *acc) {
-    // Two interleaved sums over the tokens: twice the independent FMA chains.
+// rows[t] + offset), for one query head or two (p2, acc2 not NULL) sharing each widened row:
+// the heads' accumulators stay in registers for the whole chunk.
+static inline __attribute__((always_inline)) void chunk_values(
+    const float *p, const float *p2, const void *value, const int64_t *rows, int64_t offset,
+    int n, int nv, int dtype, v16f *acc, v16f *acc2) {
+    // Two interleaved sums over the tokens for one head (independent FMA chains), one per head
+    // for two.
     v16f a[MAX_NV], b[MAX_NV];
     for (int j = 0; j < nv; j++) {
         a[j] = acc[j];
-        b[j] = (v16f){0};
+        b[j] = acc2 ? acc2[j] : (v16f){0};
     }
     int t = 0;
+    if (acc2) {
+        for (; t < n; t++)
+            for (int j = 0; j < nv; j++) {
+                const v16f v = value_vector(value, rows[t] + offset, j, nv, dtype);
+                a[j] += p[t] * v;
+                b[j] += p2[t] * v;
+            }
+        for (int j = 0; j < nv; j++) acc[j] = a[j], acc2[j] = b[j];
+        return;
+    }
     for (; t + 1 < n; t += 2)
         for (int j = 0; j < nv; j++) {
             a[j] += p[t] * value_vector(value, rows[t] + offset, j, nv, dtype);
@@ -268,16 +278,22 @@ static inline __attribute__((always_inline)) void attend_item(
             const float correction = softmax_chunk(st.scores[h], n, &st.m[h], &st.l[h]);
             for (int j = 0; j < nv; j++) st.acc[h * nv + j] *= correction;
         }
-        for (int kv = kv_begin; kv < kv_end; kv++)
-            for (int h = (kv - kv_begin) * group; h < (kv - kv_begin + 1) * group; h++) {
-                // A share of the next chunk's rows while each head's values are summed: a
-                // steady stream, not a burst that overflows the cache's miss queue.
-                const int from = h * n_next / num_heads, to = (h + 1) * n_next / num_heads;
+        for (int kv = kv_begin; kv < kv_end; kv++) {
+            const int h_end = (kv - kv_begin + 1) * group;
+            for (int h = (kv - kv_begin) * group, step; h < h_end; h += step) {
+                // Two heads at once where their sums fit the registers: each value row is
+                // widened once for both.
+                step = h + 1 < h_end && nv <= 8 ? 2 : 1;
+                // A share of the next chunk's rows while the values are summed: a steady
+                // stream, not a burst that overflows the cache's miss queue.
+                const int from = h * n_next / num_heads, to = (h + step) * n_next / num_heads;
                 prefetch_rows(key, value, rows[cur ^ 1] + from, to - from, kv_begin * head_size,
                               span, elem);
-                chunk_values(st.scores[h], value, rows[cur], (int64_t)kv * head_size, n, nv,
-                             dtype, st.acc + h * nv);
+                chunk_values(st.scores[h], step == 2 ? st.scores[h + 1] : NULL, value, rows[cur],
+                             (int64_t)kv * head_size, n, nv, dtype, st.acc + h * nv,
+                             step == 2 ? st.acc + (h + 1) * nv : NULL);
             }
+        }
     }
     for (int h = 0; h < num_heads; h++) {
         float row[MAX_HEAD_SIZE];
