@@ -151,15 +151,17 @@ static inline __attribute__((always_inline)) v16f tile_scores(
 }
 
 // The scores of query heads h0 .. h0 + group - 1 against one KV head (at `offset` in each row)
-// for the chunk's n tokens: a head's query stays in registers across the chunk, unless keys
-// must be widened first (bf16 without the dot product), which is done once per tile for all.
+// for the chunk's n tokens.
 static inline __attribute__((always_inline)) void chunk_scores(
     const void *key, const int64_t *rows, int n, int64_t offset, int nv, int group, int h0,
     int dtype, struct item_state *st) {
     const int widen = dtype == DTYPE_BF16 && !BF16_DOT;
     float kbuf[TILE * MAX_HEAD_SIZE];
 #define TILE_SCORES(N) tile_scores(key, rows + t0, N, offset, nv, dtype, kbuf, h, st)
-    if (!widen) {
+    // Head by head over the chunk while one KV head's keys for it stay in L1 (bf16), else tile
+    // by tile with every head (fp32 keys, read in place, or widened ones).
+    const int chunk_in_l1 = dtype == DTYPE_BF16 || nv * 16 * CHUNK * 4 <= 16 * 1024;
+    if (!widen && chunk_in_l1) {
         for (int h = h0; h < h0 + group; h++)
             for (int t0 = 0; t0 < n; t0 += TILE) {
                 const v16f s = n - t0 >= TILE ? TILE_SCORES(TILE) : TILE_SCORES(n - t0);
@@ -169,8 +171,10 @@ static inline __attribute__((always_inline)) void chunk_scores(
     }
     for (int t0 = 0; t0 < n; t0 += TILE) {
         const int tn = n - t0 < TILE ? n - t0 : TILE;
-        for (int t = 0; t < tn; t++)
-            widen_bf16_row((const uint16_t *)key + rows[t0 + t] + offset, nv, kbuf + t * nv * 16);
+        if (widen)
+            for (int t = 0; t < tn; t++)
+                widen_bf16_row((const uint16_t *)key + rows[t0 + t] + offset, nv,
+                               kbuf + t * nv * 16);
         for (int h = h0; h < h0 + group; h++) {
             const v16f s = tn == TILE ? TILE_SCORES(TILE) : TILE_SCORES(tn);
             memcpy(&st->scores[h][t0], &s, sizeof s);
