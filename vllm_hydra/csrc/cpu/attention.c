@@ -194,38 +194,56 @@ static inline __attribute__((always_inline)) v16f value_vector(const void *value
     return (v16f)(j % 2 ? u & 0xffff0000u : u << 16);
 }
 
-// acc += sum over the chunk's n tokens of p[t] * v[t], v[t] one KV head's value row (at
-// rows[t] + offset), for one query head or two (p2, acc2 not NULL) sharing each widened row:
-// the heads' accumulators stay in registers for the whole chunk.
+// Query heads whose value sums one pass keeps in registers: each value row is widened once
+// for all of them. 32 vector registers hold four heads' sums at head size 64; AVX2's 16 (of
+// half the width) hold one head's.
+#ifdef __AVX512F__
+#define MAX_PASS_HEADS 4
+#else
+#define MAX_PASS_HEADS 1
+#endif
+
+// acc[k] += sum over the chunk's n tokens of p[k][t] * v[t] for the K heads k of one pass,
+// v[t] one KV head's value row (at rows[t] + offset): the accumulators stay in registers for
+// the whole chunk. One head alone keeps two interleaved sums (independent FMA chains).
 static inline __attribute__((always_inline)) void chunk_values(
-    const float *p, const float *p2, const void *value, const int64_t *rows, int64_t offset,
-    int n, int nv, int dtype, v16f *acc, v16f *acc2) {
-    // Two interleaved sums over the tokens for one head (independent FMA chains), one per head
-    // for two.
-    v16f a[MAX_NV], b[MAX_NV];
-    for (int j = 0; j < nv; j++) {
-        a[j] = acc[j];
-        b[j] = acc2 ? acc2[j] : (v16f){0};
-    }
+    const float *const *p, const void *value, const int64_t *rows, int64_t offset, int n,
+    int nv, int dtype, v16f *const *acc, int K) {
+    v16f a[MAX_PASS_HEADS][MAX_NV], b[MAX_NV];
+    for (int k = 0; k < K; k++)
+        for (int j = 0; j < nv; j++) a[k][j] = acc[k][j];
     int t = 0;
-    if (acc2) {
-        for (; t < n; t++)
+    if (K == 1) {
+        for (int j = 0; j < nv; j++) b[j] = (v16f){0};
+        for (; t + 1 < n; t += 2)
             for (int j = 0; j < nv; j++) {
-                const v16f v = value_vector(value, rows[t] + offset, j, nv, dtype);
-                a[j] += p[t] * v;
-                b[j] += p2[t] * v;
+                a[0][j] += p[0][t] * value_vector(value, rows[t] + offset, j, nv, dtype);
+                b[j] += p[0][t + 1] * value_vector(value, rows[t + 1] + offset, j, nv, dtype);
             }
-        for (int j = 0; j < nv; j++) acc[j] = a[j], acc2[j] = b[j];
-        return;
+        for (int j = 0; j < nv; j++) a[0][j] += b[j];
     }
-    for (; t + 1 < n; t += 2)
+    for (; t < n; t++)
         for (int j = 0; j < nv; j++) {
-            a[j] += p[t] * value_vector(value, rows[t] + offset, j, nv, dtype);
-            b[j] += p[t + 1] * value_vector(value, rows[t + 1] + offset, j, nv, dtype);
+            const v16f v = value_vector(value, rows[t] + offset, j, nv, dtype);
+            for (int k = 0; k < K; k++) a[k][j] += p[k][t] * v;
         }
-    if (t < n)
-        for (int j = 0; j < nv; j++) a[j] += p[t] * value_vector(value, rows[t] + offset, j, nv, dtype);
-    for (int j = 0; j < nv; j++) acc[j] = a[j] + b[j];
+    for (int k = 0; k < K; k++)
+        for (int j = 0; j < nv; j++) acc[k][j] = a[k][j];
+}
+
+// One pass of K heads (1 .. MAX_PASS_HEADS), K written out so that the loops unroll.
+static inline __attribute__((always_inline)) void chunk_values_pass(
+    const float *const *p, const void *value, const int64_t *rows, int64_t offset, int n,
+    int nv, int dtype, v16f *const *acc, int K) {
+    // (Literal head sizes compile only the passes they can take.)
+    if (MAX_PASS_HEADS >= 4 && K == 4 && nv <= 4)
+        chunk_values(p, value, rows, offset, n, nv, dtype, acc, 4);
+    else if (MAX_PASS_HEADS >= 3 && K == 3 && nv <= 4)
+        chunk_values(p, value, rows, offset, n, nv, dtype, acc, 3);
+    else if (MAX_PASS_HEADS >= 2 && K == 2 && nv <= 8)
+        chunk_values(p, value, rows, offset, n, nv, dtype, acc, 2);
+    else
+        chunk_values(p, value, rows, offset, n, nv, dtype, acc, 1);
 }
 
 static inline __attribute__((always_inline)) void load_queries(const void *query, int64_t row,
@@ -284,18 +302,20 @@ static inline __attribute__((always_inline)) void attend_item(
         }
         for (int kv = kv_begin; kv < kv_end; kv++) {
             const int h_end = (kv - kv_begin + 1) * group;
-            for (int h = (kv - kv_begin) * group, step; h < h_end; h += step) {
-                // Two heads at once where their sums fit the registers: each value row is
-                // widened once for both.
-                step = h + 1 < h_end && nv <= 8 ? 2 : 1;
+            // As many heads per pass as their sums fit the registers (16 vectors).
+            const int per_pass = MAX_PASS_HEADS < 2 || nv > 8 ? 1 : nv > 4 ? 2 : MAX_PASS_HEADS;
+            for (int h = (kv - kv_begin) * group, k; h < h_end; h += k) {
+                k = h_end - h < per_pass ? h_end - h : per_pass;
                 // A share of the next chunk's rows while the values are summed: a steady
                 // stream, not a burst that overflows the cache's miss queue.
-                const int from = h * n_next / num_heads, to = (h + step) * n_next / num_heads;
+                const int from = h * n_next / num_heads, to = (h + k) * n_next / num_heads;
                 prefetch_rows(key, value, rows[cur ^ 1] + from, to - from, kv_begin * head_size,
                               span, elem);
-                chunk_values(st.scores[h], step == 2 ? st.scores[h + 1] : NULL, value, rows[cur],
-                             (int64_t)kv * head_size, n, nv, dtype, st.acc + h * nv,
-                             step == 2 ? st.acc + (h + 1) * nv : NULL);
+                const float *p[MAX_PASS_HEADS];
+                v16f *acc[MAX_PASS_HEADS];
+                for (int i = 0; i < k; i++) p[i] = st.scores[h + i], acc[i] = st.acc + (h + i) * nv;
+                chunk_values_pass(p, value, rows[cur], (int64_t)kv * head_size, n, nv, dtype, acc,
+                                  k);
             }
         }
     }
@@ -337,13 +357,20 @@ static inline __attribute__((always_inline)) void attend_work(const struct decod
 // Literal head sizes and dtypes let the compiler unroll and vectorise the inner loops. The
 // dispatch sits inside the parallel loop's body: GCC outlines an OpenMP region before it
 // inlines, so constants passed into a function that holds the region never reach its body.
+// Without AVX-512 GCC takes 5x longer over each copy (16-float vectors split in two), so
+// there the head size stays a variable: a build of seconds, not half a minute.
+#ifdef __AVX512F__
+#define LITERAL_HEAD_SIZES 1
+#else
+#define LITERAL_HEAD_SIZES 0
+#endif
 static void attend_work_dispatch(const struct decode_call *c, int64_t w) {
 #define ATTEND_DTYPES(HEAD_SIZE)                        \
     if (c->dtype == DTYPE_F32)                          \
         attend_work(c, w, HEAD_SIZE, DTYPE_F32);        \
     else                                                \
         attend_work(c, w, HEAD_SIZE, DTYPE_BF16)
-    switch (c->head_size) {
+    switch (LITERAL_HEAD_SIZES ? c->head_size : 0) {
         case 64: ATTEND_DTYPES(64); break;
         case 128: ATTEND_DTYPES(128); break;
         default: ATTEND_DTYPES(c->head_size);

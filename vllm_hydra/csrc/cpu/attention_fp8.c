@@ -117,7 +117,11 @@ static void attend_fp8_work(const void *query, int64_t q_stride, const uint8_t *
     attend_fp8(query, tokens[i] * q_stride, key, value, block_table + (int64_t)reqs[i] * bt_stride, \
                seq_len, start, kv, group, HEAD_SIZE, block_size, num_kv_heads, q_scale, v_scale, \
                dtype, out, tokens[i] * out_stride)
+#ifdef __AVX512F__  // as attention.c's LITERAL_HEAD_SIZES
     switch (head_size) {
+#else
+    switch (0) {
+#endif
         case 64: ATTEND_FP8(64); break;
         case 128: ATTEND_FP8(128); break;
         default: ATTEND_FP8(head_size);
