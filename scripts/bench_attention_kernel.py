@@ -6,9 +6,10 @@ shape, against an fp32 reference, optionally beside another checkout's kernel in
     python scripts/bench_attention_kernel.py --batch 2 --context 4000 --head-size 128 --kv-heads 1
 
 Each sequence's blocks are scattered at random over the cache. The kernels are timed in
-alternating rounds (so load on a shared machine hits both alike); the table gives the fastest
-round's ms per call, the median round's, the K/V read rate and FLOP rate of the fastest, and the
-largest error against attention computed in fp32 by torch.
+alternating rounds (so load on a shared machine hits both alike), on one cache or, with
+--layers 12, on a decode step's twelve in turn (read from memory, not the LLC); the table gives
+the fastest round's ms per call, the median round's, the K/V read rate and FLOP rate of the
+fastest, and the largest error against attention computed in fp32 by torch.
 """
 
 from __future__ import annotations
@@ -40,6 +41,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--calls", type=int, default=50, help="calls per timed round")
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument(
+        "--layers",
+        type=int,
+        default=1,
+        help="caches called in turn (12: a decode step's, which no LLC holds; 1: one layer's)",
+    )
     p.add_argument("--baseline", type=Path, help="another checkout's csrc/cpu to time beside")
     return p.parse_args()
 
@@ -78,11 +85,15 @@ def reference(args: argparse.Namespace, x: dict[str, torch.Tensor]) -> torch.Ten
 def kernel_call(
     args: argparse.Namespace, x: dict[str, torch.Tensor], out: torch.Tensor
 ) -> Callable:
+    """One call, on the next of --layers caches (each a copy of x's) in turn."""
+    caches = [x["kv_cache"]] + [x["kv_cache"].clone() for _ in range(args.layers - 1)]
+    turn = iter(range(1 << 62))
+
     def call() -> None:
         ops.paged_attention_decode(
             out,
             x["query"],
-            x["kv_cache"],
+            caches[next(turn) % len(caches)],
             x["block_table"],
             x["tokens"],
             x["reqs"],
@@ -125,18 +136,17 @@ def main() -> None:
         x = make_inputs(args, dtype)
         expected = reference(args, x)
         times: dict[str, list[float]] = {k: [] for k in libs}
-        errors = {}
+        errors, calls = {}, {}
+        out = torch.empty_like(x["query"])
         for label, lib in libs.items():
-            out = torch.empty_like(x["query"])
+            calls[label] = kernel_call(args, x, out)
             with using(lib):
-                call = kernel_call(args, x, out)
-                call()
+                calls[label]()
                 errors[label] = (out.float() - expected).abs().max().item()
         for _ in range(args.rounds):
             for label, lib in libs.items():
-                out = torch.empty_like(x["query"])
                 with using(lib):
-                    times[label].append(timed_round(kernel_call(args, x, out), args.calls))
+                    times[label].append(timed_round(calls[label], args.calls))
         elem = x["kv_cache"].element_size()
         for label, t in times.items():
             best = min(t)

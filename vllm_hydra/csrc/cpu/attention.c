@@ -121,6 +121,29 @@ static inline void prefetch_rows(const void *key, const void *value, const int64
 // The next chunk's K/V rows a work item prefetches at most (bytes): well inside L2.
 #define MAX_PREFETCH_BYTES (256 * 1024)
 
+// The next chunk's rows still to fetch, a few cache lines at a time between the value sums'
+// vectors: a steady stream the cache's miss queue keeps up with, where a burst would stall.
+struct prefetch_cursor {
+    const char *key, *value;
+    const int64_t *rows;                 // element offsets of the rows
+    int n, t, elem, lines_per_token;     // rows, the next one, bytes per element, pace
+    int64_t offset, bytes, byte;         // elements into each row; bytes per row; next byte
+};
+
+static inline __attribute__((always_inline)) void prefetch_some(struct prefetch_cursor *pc,
+                                                                int lines) {
+    for (int i = 0; i < lines && pc->t < pc->n; i++) {
+        const int64_t at = (pc->rows[pc->t] + pc->offset) * pc->elem + pc->byte;
+        __builtin_prefetch(pc->key + at, 0, 2);
+        __builtin_prefetch(pc->value + at, 0, 2);
+        pc->byte += 64;
+        if (pc->byte >= pc->bytes) {
+            pc->byte = 0;
+            pc->t++;
+        }
+    }
+}
+
 // The per-head state of one work item: queries (fp32, scaled, in the kernel's order; for the
 // bf16 dot product the bf16 row itself), the online softmax's max and sum, the accumulators, and
 // the chunk's scores (then weights).
@@ -208,25 +231,29 @@ static inline __attribute__((always_inline)) v16f value_vector(const void *value
 // the whole chunk. One head alone keeps two interleaved sums (independent FMA chains).
 static inline __attribute__((always_inline)) void chunk_values(
     const float *const *p, const void *value, const int64_t *rows, int64_t offset, int n,
-    int nv, int dtype, v16f *const *acc, int K) {
+    int nv, int dtype, v16f *const *acc, int K, struct prefetch_cursor *pc) {
     v16f a[MAX_PASS_HEADS][MAX_NV], b[MAX_NV];
     for (int k = 0; k < K; k++)
         for (int j = 0; j < nv; j++) a[k][j] = acc[k][j];
     int t = 0;
     if (K == 1) {
         for (int j = 0; j < nv; j++) b[j] = (v16f){0};
-        for (; t + 1 < n; t += 2)
+        for (; t + 1 < n; t += 2) {
+            prefetch_some(pc, 2 * pc->lines_per_token);
             for (int j = 0; j < nv; j++) {
                 a[0][j] += p[0][t] * value_vector(value, rows[t] + offset, j, nv, dtype);
                 b[j] += p[0][t + 1] * value_vector(value, rows[t + 1] + offset, j, nv, dtype);
             }
+        }
         for (int j = 0; j < nv; j++) a[0][j] += b[j];
     }
-    for (; t < n; t++)
+    for (; t < n; t++) {
+        prefetch_some(pc, pc->lines_per_token);
         for (int j = 0; j < nv; j++) {
             const v16f v = value_vector(value, rows[t] + offset, j, nv, dtype);
             for (int k = 0; k < K; k++) a[k][j] += p[k][t] * v;
         }
+    }
     for (int k = 0; k < K; k++)
         for (int j = 0; j < nv; j++) acc[k][j] = a[k][j];
 }
@@ -234,16 +261,16 @@ static inline __attribute__((always_inline)) void chunk_values(
 // One pass of K heads (1 .. MAX_PASS_HEADS), K written out so that the loops unroll.
 static inline __attribute__((always_inline)) void chunk_values_pass(
     const float *const *p, const void *value, const int64_t *rows, int64_t offset, int n,
-    int nv, int dtype, v16f *const *acc, int K) {
+    int nv, int dtype, v16f *const *acc, int K, struct prefetch_cursor *pc) {
     // (Literal head sizes compile only the passes they can take.)
     if (MAX_PASS_HEADS >= 4 && K == 4 && nv <= 4)
-        chunk_values(p, value, rows, offset, n, nv, dtype, acc, 4);
+        chunk_values(p, value, rows, offset, n, nv, dtype, acc, 4, pc);
     else if (MAX_PASS_HEADS >= 3 && K == 3 && nv <= 4)
-        chunk_values(p, value, rows, offset, n, nv, dtype, acc, 3);
+        chunk_values(p, value, rows, offset, n, nv, dtype, acc, 3, pc);
     else if (MAX_PASS_HEADS >= 2 && K == 2 && nv <= 8)
-        chunk_values(p, value, rows, offset, n, nv, dtype, acc, 2);
+        chunk_values(p, value, rows, offset, n, nv, dtype, acc, 2, pc);
     else
-        chunk_values(p, value, rows, offset, n, nv, dtype, acc, 1);
+        chunk_values(p, value, rows, offset, n, nv, dtype, acc, 1, pc);
 }
 
 static inline __attribute__((always_inline)) void load_queries(const void *query, int64_t row,
@@ -300,24 +327,27 @@ static inline __attribute__((always_inline)) void attend_item(
             const float correction = softmax_chunk(st.scores[h], n, &st.m[h], &st.l[h]);
             for (int j = 0; j < nv; j++) st.acc[h * nv + j] *= correction;
         }
+        // As many heads per pass as their sums fit the registers (16 vectors).
+        const int per_pass = MAX_PASS_HEADS < 2 || nv > 8 ? 1 : nv > 4 ? 2 : MAX_PASS_HEADS;
+        const int passes = (kv_end - kv_begin) * ((group + per_pass - 1) / per_pass);
+        const int64_t row_bytes = span * elem, lines = n_next * ((row_bytes + 63) / 64);
+        struct prefetch_cursor pc = {
+            (const char *)key, (const char *)value, rows[cur ^ 1], n_next, 0, elem,
+            (int)((lines + (int64_t)passes * n - 1) / ((int64_t)passes * n)),
+            kv_begin * head_size, row_bytes, 0,
+        };
         for (int kv = kv_begin; kv < kv_end; kv++) {
             const int h_end = (kv - kv_begin + 1) * group;
-            // As many heads per pass as their sums fit the registers (16 vectors).
-            const int per_pass = MAX_PASS_HEADS < 2 || nv > 8 ? 1 : nv > 4 ? 2 : MAX_PASS_HEADS;
             for (int h = (kv - kv_begin) * group, k; h < h_end; h += k) {
                 k = h_end - h < per_pass ? h_end - h : per_pass;
-                // A share of the next chunk's rows while the values are summed: a steady
-                // stream, not a burst that overflows the cache's miss queue.
-                const int from = h * n_next / num_heads, to = (h + k) * n_next / num_heads;
-                prefetch_rows(key, value, rows[cur ^ 1] + from, to - from, kv_begin * head_size,
-                              span, elem);
                 const float *p[MAX_PASS_HEADS];
                 v16f *acc[MAX_PASS_HEADS];
                 for (int i = 0; i < k; i++) p[i] = st.scores[h + i], acc[i] = st.acc + (h + i) * nv;
                 chunk_values_pass(p, value, rows[cur], (int64_t)kv * head_size, n, nv, dtype, acc,
-                                  k);
+                                  k, &pc);
             }
         }
+        prefetch_some(&pc, (int)lines);  // what the pace left
     }
     for (int h = 0; h < num_heads; h++) {
         float row[MAX_HEAD_SIZE];
