@@ -3,7 +3,7 @@ cached, and loaded through ctypes.
 
 vLLM compiles its CPU kernels (paged attention, RMSNorm, SiLU-and-mul, rotary) into its
 extension at install time; this project compiles the same few kernels at first use, in about
-two seconds, so that `pip install` needs no compiler and a machine without one still runs (on
+five seconds, so that `pip install` needs no compiler and a machine without one still runs (on
 the pure-torch paths, with one warning). The library is built once per source, compiler and
 CPU (-march=native) into ~/.cache/vllm_hydra/kernels (or $VLLM_HYDRA_KERNEL_DIR). It shares the
 process's OpenMP runtime with torch (both load libgomp.so.1), so its threads are torch's.
