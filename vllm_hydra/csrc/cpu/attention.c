@@ -1,13 +1,15 @@
 // Decode attention over the paged KV cache on CPU: one query token per sequence, keys and values
-// read in place from their blocks (no gather), online softmax in fp32, one OpenMP work item per
-// (sequence, KV head). Built and loaded by vllm_hydra/cpu_library.py.
+// read in place from their blocks (no gather), online softmax in fp32 with one step per
+// 128-token chunk, one OpenMP work item per sequence and run of KV heads (all of them when
+// there are enough sequences, so each token's row is one contiguous read). Built and loaded by
+// vllm_hydra/cpu_library.py.
 //
 // Layouts (element strides; head_size contiguous everywhere):
 //   query, out   [tokens, num_heads, head_size], row stride q_stride / out_stride
 //   key, value   [num_blocks, block_size, num_kv_heads, head_size] (one layer's cache half)
 //   block_table  int32 [num_reqs, bt_stride]
-// Work item i is the query row tokens[i] of request reqs[i], whose sequence has seq_lens[i]
-// tokens (the new one included); with sliding_window > 0 it sees only the last sliding_window.
+// Query i is the row tokens[i] of request reqs[i], whose sequence has seq_lens[i] tokens (the
+// new one included); with sliding_window > 0 it sees only the last sliding_window.
 
 #include "attention_tile.h"
 
@@ -76,9 +78,9 @@ static inline __attribute__((always_inline)) v16f scores_bf16(const uint16_t *q,
         if (t >= n) continue;
         __m512 x = _mm512_setzero_ps(), y = _mm512_setzero_ps();
         for (int c = 0; c < pairs; c++) {
-            const __m512bh k = (__m512bh)(2 * c + 1 < nv
-                                              ? _mm512_loadu_si512(krows[t] + 32 * c)
-                                              : _mm512_maskz_loadu_epi16(0xffff, krows[t] + 32 * c));
+            const uint16_t *k_at = krows[t] + 32 * c;
+            const __m512bh k = (__m512bh)(2 * c + 1 < nv ? _mm512_loadu_si512(k_at)
+                                                         : _mm512_maskz_loadu_epi16(0xffff, k_at));
             if (c % 2)
                 y = _mm512_dpbf16_ps(y, qv[c], k);
             else

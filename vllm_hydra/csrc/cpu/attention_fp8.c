@@ -113,10 +113,11 @@ static void attend_fp8_work(const void *query, int64_t q_stride, const uint8_t *
     const int i = (int)(w / num_kv_heads), kv = (int)(w % num_kv_heads);
     const int seq_len = seq_lens[i];
     const int start = sliding_window > 0 && seq_len > sliding_window ? seq_len - sliding_window : 0;
-#define ATTEND_FP8(HEAD_SIZE)                                                                  \
-    attend_fp8(query, tokens[i] * q_stride, key, value, block_table + (int64_t)reqs[i] * bt_stride, \
-               seq_len, start, kv, group, HEAD_SIZE, block_size, num_kv_heads, q_scale, v_scale, \
-               dtype, out, tokens[i] * out_stride)
+    const int32_t *blocks = block_table + (int64_t)reqs[i] * bt_stride;
+#define ATTEND_FP8(HEAD_SIZE)                                                                 \
+    attend_fp8(query, tokens[i] * q_stride, key, value, blocks, seq_len, start, kv, group,    \
+               HEAD_SIZE, block_size, num_kv_heads, q_scale, v_scale, dtype, out,            \
+               tokens[i] * out_stride)
 #ifdef __AVX512F__  // as attention.c's LITERAL_HEAD_SIZES
     switch (head_size) {
 #else

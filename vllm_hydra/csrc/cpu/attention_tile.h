@@ -1,9 +1,10 @@
-// One query head's online softmax over a tile of TILE cached tokens, on fp32 vectors: what the
-// decode attention kernels (attention.c, attention_fp8.c) share once their K/V rows are widened.
+// The fp32 math the decode attention kernels (attention.c, attention_fp8.c) share: one query
+// head's scores over a tile of TILE cached tokens, the online softmax's step over a chunk of
+// scores, and the weighted sum of a tile's value rows.
 //
 // A tile's 16 scores are computed as 16 partial vectors and summed "vertically" by a
 // transpose-add tree (15 shuffle pairs and adds for the tile, not a horizontal sum per token),
-// which leaves them in one vector: the max, exp and sum of the softmax then run on that vector.
+// which leaves them in one vector: the softmax's max, exp and sum then run on whole vectors.
 #pragma once
 
 #include "common.h"
@@ -58,10 +59,15 @@ static inline __attribute__((always_inline)) v16f max16(v16f a, v16f b) {
 }
 
 static inline __attribute__((always_inline)) float hmax16(v16f v) {
-    v = max16(v, __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7));
-    v = max16(v, __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11));
-    v = max16(v, __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13));
-    v = max16(v, __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14));
+    // Each step takes the max with the lanes half as far away.
+    v = max16(v, __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6,
+                                         7));
+    v = max16(v, __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10,
+                                         11));
+    v = max16(v, __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12,
+                                         13));
+    v = max16(v, __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15,
+                                         14));
     return v[0];
 }
 
