@@ -7,7 +7,7 @@ kernels are bf16 only, where they reproduce torch's roundings; fp32 models keep 
 the reference the equivalence tests compare with Hugging Face.
 
 The kernels stay a C library built by `cpu_library` and called through ctypes (no torch headers,
-ninja or network needed, ~2 s on first use), and each is bound to a `torch.library` operator with
+ninja or network needed, ~5 s on first use), and each is bound to a `torch.library` operator with
 a schema, a CPU implementation (the ctypes call) and a fake implementation (the output's shape and
 dtype), so torch.compile traces a call as one opaque node instead of breaking its graph. Eager
 code calls the implementations directly: the dispatcher costs ~8 us per call (measured on this
@@ -45,14 +45,19 @@ _SIGNATURES = {
 }
 
 
-def _lib() -> ctypes.CDLL | None:
-    lib = load_library()
-    if lib is not None and lib.paged_attention_decode.argtypes is None:
+def bind(lib: ctypes.CDLL) -> ctypes.CDLL:
+    """lib with the kernels' argument types set (once)."""
+    if lib.paged_attention_decode.argtypes is None:
         for name, argtypes in _SIGNATURES.items():
             fn = getattr(lib, name)
             fn.argtypes = argtypes
             fn.restype = ctypes.c_int if name == "paged_attention_decode" else None
     return lib
+
+
+def _lib() -> ctypes.CDLL | None:
+    lib = load_library()
+    return bind(lib) if lib is not None else None
 
 
 def _rows(x: torch.Tensor) -> bool:

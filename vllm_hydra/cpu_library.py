@@ -3,7 +3,7 @@ cached, and loaded through ctypes.
 
 vLLM compiles its CPU kernels (paged attention, RMSNorm, SiLU-and-mul, rotary) into its
 extension at install time; this project compiles the same few kernels at first use, in about
-two seconds, so that `pip install` needs no compiler and a machine without one still runs (on
+five seconds, so that `pip install` needs no compiler and a machine without one still runs (on
 the pure-torch paths, with one warning). The library is built once per source, compiler and
 CPU (-march=native) into ~/.cache/vllm_hydra/kernels (or $VLLM_HYDRA_KERNEL_DIR). It shares the
 process's OpenMP runtime with torch (both load libgomp.so.1), so its threads are torch's.
@@ -50,8 +50,8 @@ def kernel_dir() -> Path:
     return Path(xdg) / "vllm_hydra" / "kernels"
 
 
-def _sources() -> list[Path]:
-    return sorted(SOURCE_DIR.glob("*.c"))
+def _sources(source_dir: Path) -> list[Path]:
+    return sorted(source_dir.glob("*.c"))
 
 
 def _cpu_flags() -> str:
@@ -65,14 +65,17 @@ def _cpu_flags() -> str:
     return platform.processor()
 
 
-def _build(compiler: str) -> Path:
-    """The shared library for these sources, compiler and CPU; compiled if not cached."""
+def _build(compiler: str, source_dir: Path | None = None, march: str = "native") -> Path:
+    """The shared library for these sources (SOURCE_DIR's unless given), compiler and CPU (or
+    the -march given); compiled if not cached."""
+    source_dir = source_dir or SOURCE_DIR
+    flags = [f"-march={march}" if f == "-march=native" else f for f in CFLAGS]
     version = subprocess.run(
         [compiler, "--version"], capture_output=True, text=True, check=True
     ).stdout
-    texts = [p.read_text() for p in sorted(SOURCE_DIR.iterdir()) if p.suffix in (".c", ".h")]
+    texts = [p.read_text() for p in sorted(source_dir.iterdir()) if p.suffix in (".c", ".h")]
     key = hashlib.sha256(
-        "\0".join([*texts, compiler, version, *CFLAGS, _cpu_flags()]).encode()
+        "\0".join([*texts, compiler, version, *flags, _cpu_flags()]).encode()
     ).hexdigest()[:16]
     target = kernel_dir() / f"vllm_hydra_cpu-{key}.so"
     if target.exists():
@@ -82,14 +85,22 @@ def _build(compiler: str) -> Path:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        sources = [str(p) for p in _sources()]
-        cmd = [compiler, *CFLAGS, *sources, "-o", tmp, "-lm"]
+        sources = [str(p) for p in _sources(source_dir)]
+        cmd = [compiler, *flags, *sources, "-o", tmp, "-lm"]
         subprocess.run(cmd, capture_output=True, text=True, check=True)
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return target
+
+
+def build_library(source_dir: Path | None = None, march: str = "native") -> ctypes.CDLL:
+    """The library compiled from another checkout's csrc/cpu (a benchmark's baseline), or for
+    another CPU (`march="haswell"`: the AVX2 code paths, which run here too), cached as the
+    project's own is. Raises where it cannot be built."""
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or "cc"
+    return ctypes.CDLL(str(_build(compiler, source_dir, march)))
 
 
 @functools.cache

@@ -155,6 +155,15 @@ def test_fp8_decode_kernel_honours_the_sliding_window() -> None:
         torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
+def test_fp8_decode_kernel_across_chunks() -> None:
+    """Contexts longer than the kernel's 128-token chunks and not a whole number of tiles."""
+    batch = Batch("torch", [(300, 1), (129, 1), (1, 1)])
+    assert batch.plan([(n, c + n, b) for c, n, b, *_ in batch.seqs]).decode_kernel_batch
+    for (c, _, _, q, k, v), got in zip(batch.seqs, batch.run(), strict=True):
+        want = dense(q[c:], roundtrip(k, K_SCALE), roundtrip(v, V_SCALE))
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
 def test_cache_holds_scaled_e4m3_bytes() -> None:
     batch = Batch("torch", [(5, 1)])
     context, _, blocks, _, k, v = batch.seqs[0]

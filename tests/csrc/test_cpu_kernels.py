@@ -3,7 +3,9 @@ RMSNorm, SiLU-and-mul and rotary; within float rounding for paged decode attenti
 
 from __future__ import annotations
 
+import os
 import random
+import shutil
 
 import pytest
 import torch
@@ -15,6 +17,7 @@ from vllm_hydra.attention.backends.torch_attn import (
     TorchAttentionImpl,
     TorchAttentionMetadataBuilder,
 )
+from vllm_hydra.cpu_library import build_library
 from vllm_hydra.model_executor.layers.activation import SiluAndMul
 from vllm_hydra.model_executor.layers.layernorm import RMSNorm
 from vllm_hydra.model_executor.layers.rotary_embedding import get_rope
@@ -109,12 +112,13 @@ def decode_batch(
     block_size: int,
     dtype: torch.dtype,
     seed: int,
+    lens: list[int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata]:
-    """A filled paged cache with num_seqs sequences of random lengths in scattered blocks, and
-    one new query per sequence."""
+    """A filled paged cache with num_seqs sequences (of random lengths unless given) in
+    scattered blocks, and one new query per sequence."""
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)
-    lens = [rng.randint(1, 300) for _ in range(num_seqs)]
+    lens = lens or [rng.randint(1, 300) for _ in range(num_seqs)]
     num_blocks = sum(-(-n // block_size) for n in lens) + 8
     free = list(range(1, num_blocks))
     rng.shuffle(free)
@@ -125,28 +129,18 @@ def decode_batch(
     return q.to(dtype), kv.to(dtype), meta
 
 
-@pytest.mark.parametrize(
-    ("num_seqs", "num_heads", "num_kv_heads", "head_size", "block_size", "window"),
-    [
-        (40, 12, 4, 64, 16, None),  # bench-125m's shapes, many sequences per thread
-        (3, 12, 4, 64, 16, None),  # few sequences: one work item per KV head
-        (20, 8, 1, 128, 32, None),  # blocks longer than the kernel's tile
-        (20, 4, 4, 80, 8, 50),  # a head size without a specialisation; sliding window
-        (9, 32, 1, 32, 16, 7),  # 32 query heads per KV head
-    ],
-)
-@pytest.mark.parametrize("dtype", [torch.float32, BF16])
-def test_paged_decode_attention_matches_the_torch_path(
+def assert_kernel_matches_torch(
     monkeypatch: pytest.MonkeyPatch,
-    num_seqs: int,
-    num_heads: int,
-    num_kv_heads: int,
-    head_size: int,
-    block_size: int,
-    window: int | None,
+    shape: tuple[int, int, int, int, int, int | None],
     dtype: torch.dtype,
+    lens: list[int] | None = None,
 ) -> None:
-    q, kv, meta = decode_batch(num_seqs, num_heads, num_kv_heads, head_size, block_size, dtype, 1)
+    """The decode kernel's output for a batch of this shape (num_seqs, num_heads, num_kv_heads,
+    head_size, block_size, window) equals the torch path's within float rounding."""
+    num_seqs, num_heads, num_kv_heads, head_size, block_size, window = shape
+    q, kv, meta = decode_batch(
+        num_seqs, num_heads, num_kv_heads, head_size, block_size, dtype, 1, lens
+    )
     impl = TorchAttentionImpl(num_heads, head_size, head_size**-0.5, num_kv_heads, window)
     # The new tokens' K/V are written by forward; pass what the cache already holds there.
     slots = meta.slot_mapping
@@ -163,6 +157,58 @@ def test_paged_decode_attention_matches_the_torch_path(
     expected = impl.forward(q, k_new, v_new, kv, torch_plan)
     tol = 2e-6 if dtype == torch.float32 else 1.6e-2  # one bf16 rounding of values below 2
     torch.testing.assert_close(got, expected, atol=tol, rtol=0)
+
+
+DECODE_SHAPES = [
+    # num_seqs, num_heads, num_kv_heads, head_size, block_size, window
+    (40, 12, 4, 64, 16, None),  # bench-125m's shapes, many sequences per thread
+    (3, 12, 4, 64, 16, None),  # few sequences: one work item per KV head
+    (20, 8, 1, 128, 32, None),  # blocks longer than the kernel's tile
+    (20, 4, 4, 80, 8, 50),  # a head size without a specialisation; sliding window
+    (9, 32, 1, 32, 16, 7),  # 32 query heads per KV head
+    (5, 16, 2, 96, 5, None),  # 8 heads per KV head; blocks shorter than a tile, odd
+    (6, 8, 2, 112, 1, None),  # an odd number of 16-value vectors per head; one-token blocks
+    (4, 6, 6, 256, 16, 200),  # MHA at the largest head size; a window across chunks
+    (3, 2, 1, 16, 16, None),  # one 16-value vector per head
+]
+
+
+@pytest.mark.parametrize("shape", DECODE_SHAPES)
+@pytest.mark.parametrize("dtype", [torch.float32, BF16])
+def test_paged_decode_attention_matches_the_torch_path(
+    monkeypatch: pytest.MonkeyPatch, shape: tuple, dtype: torch.dtype
+) -> None:
+    assert_kernel_matches_torch(monkeypatch, shape, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, BF16])
+def test_paged_decode_attention_at_tile_and_chunk_edges(
+    monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype
+) -> None:
+    """Context lengths either side of the kernel's 16-token tiles and 128-token chunks, in one
+    batch."""
+    lens = [1, 2, 15, 16, 17, 127, 128, 129, 255, 257, 700]
+    assert_kernel_matches_torch(monkeypatch, (len(lens), 12, 4, 64, 16, None), dtype, lens)
+
+
+@pytest.fixture(scope="module")
+def avx2_library() -> object:
+    """The library built for an AVX2-only CPU (-march=haswell: no AVX-512, no bf16 dot
+    product), which this CPU runs too."""
+    if shutil.which(os.environ.get("CC") or "cc") is None:
+        pytest.skip("no C compiler")
+    return ops.bind(build_library(march="haswell"))
+
+
+@pytest.mark.parametrize("shape", [DECODE_SHAPES[0], DECODE_SHAPES[5], DECODE_SHAPES[6]])
+@pytest.mark.parametrize("dtype", [torch.float32, BF16])
+def test_paged_decode_attention_built_for_avx2(
+    monkeypatch: pytest.MonkeyPatch, avx2_library: object, shape: tuple, dtype: torch.dtype
+) -> None:
+    """The portable code paths (keys widened to fp32, 16-float vectors split in two) where the
+    library is built for a CPU without AVX-512."""
+    monkeypatch.setattr(ops, "_lib", lambda: avx2_library)
+    assert_kernel_matches_torch(monkeypatch, shape, dtype)
 
 
 def test_attention_kernel_declines_what_it_cannot_run() -> None:
