@@ -301,15 +301,15 @@ README_SECTION_TEMPLATE = (
     + """ (`scripts/finetune_tiny_copy.py`)
 
 The model above continued its training so that it copies spans of its context, as real LLMs
-do (induction heads), which is what prompt lookup (`speculative=ngram`) needs. Each batch of
-{args[batch_size]} x {args[seq_len]} tokens mixed packed corpus blocks (fraction
-{args[corpus_fraction]}), random-token copies (fraction {args[random_copy_fraction]}: random ids
-repeated 2-6 times, no loss on the first occurrence) and text copies (the rest: a corpus
+do (induction heads), which is what prompt lookup (`speculative=ngram`) needs. Each batch
+of {args[batch_size]} x {args[seq_len]} tokens mixed packed corpus blocks (fraction \
+{args[corpus_fraction]}), random-token copies (fraction {args[random_copy_fraction]}: random \
+ids repeated 2-6 times, no loss on the first occurrence) and text copies (the rest: a corpus
 passage repeated 2-4 times, or followed by a quote of part of it). fp32, AdamW as above with
-peak lr {args[lr]}, {args[warmup_steps]} warmup steps then cosine to 10%, one torch thread,
-seed {args[seed]}; {steps:,} steps, {tokens_seen:,} tokens, {minutes:.1f} min ({cpu}).
-The held-out corpus sequences ({held_out} of them, first 256 tokens each) were left out of
-this fine-tuning but were part of the original training.
+peak lr {args[lr]}, {args[warmup_steps]} warmup steps then cosine to 10%, one torch thread, \
+seed {args[seed]}; {steps:,} steps, {tokens_seen:,} tokens, {minutes:.1f} min ({cpu}). The
+held-out corpus sequences ({held_out} of them, first 256 tokens each) were left out of this
+fine-tuning but were part of the original training.
 
 Held-out losses (nats per token) and greedy next-token accuracy. `random_copy`: 64 prompts
 of a random span of 16-32 ids repeated 3 times, scored on the second repetition's tokens;
