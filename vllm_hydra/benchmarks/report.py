@@ -170,8 +170,8 @@ CAMPAIGNS = (
             "speculative=none,ngram",
             "bench.num_iters=5",
         ),
-        "Random weights do not copy their prompt; what prompt lookup matches is the "
-        "repetitive output such weights produce.",
+        "Random weights do not copy their prompt, and their greedy output repeats no n-gram "
+        "of its context: prompt lookup finds nothing to propose.",
     ),
     Campaign(
         "tiny-spec-serve",

@@ -14,6 +14,7 @@ from vllm_hydra.benchmarks.metrics import offline_metrics, serve_metrics
 from vllm_hydra.benchmarks.peaks import MachinePeaks, machine_peaks
 from vllm_hydra.benchmarks.roofline import roofline
 from vllm_hydra.benchmarks.server_process import ServerProcess
+from vllm_hydra.benchmarks.server_spec_metrics import scrape_spec_counters, spec_decode_metrics
 from vllm_hydra.benchmarks.workloads import BenchRequest, Tokenize, make_workload
 from vllm_hydra.config.bench import BenchBackend, BenchConfig, BenchMode, BenchStructuredOutput
 from vllm_hydra.config.errors import ConfigError
@@ -180,6 +181,7 @@ def _serve(
     ) as server:
         warm_up = [BenchRequest(requests[0].prompt_token_ids, 2)]
         asyncio.run(run_load(server.url, config.served_model_name, warm_up, math.inf, 1, 0, False))
+        spec_before = _spec_counters(config, server.url)
         records, duration = asyncio.run(
             run_load(
                 server.url,
@@ -191,12 +193,21 @@ def _serve(
                 bench.progress,
             )
         )
+        spec_after = _spec_counters(config, server.url)
     metrics = serve_metrics(records, duration, bench.slo)
     metrics["server_startup_s"] = server.startup_s
+    metrics.update(spec_decode_metrics(spec_before, spec_after))
     errors = sorted({r.error for r in records if r.error})
     if errors:
         metrics["errors"] = errors[:5]
     return metrics
+
+
+def _spec_counters(config: VllmConfig, url: str) -> dict[str, float]:
+    """The server's spec-decode counters, where it speculates and serves /metrics."""
+    if not config.speculative.enabled or not config.observability.metrics:
+        return {}
+    return scrape_spec_counters(url)
 
 
 def objective(bench: BenchConfig, metrics: dict[str, Any]) -> float:

@@ -225,7 +225,8 @@ def markdown_summary(rows: list[dict[str, Any]]) -> str:
         parts.append(f"### speculative decoding\n\n{markdown_table(spec_rows, SPEC_COLUMNS)}\n")
         parts.append(
             "spec_speedup: this job's output tokens/s divided by the speculative=none job's "
-            "with the same other overrides; acceptance from the engine's counters (offline).\n"
+            "with the same other overrides; acceptance from the engine's counters (offline) or "
+            "the server's /metrics counters over the timed load (serve).\n"
         )
     if any(r.get("engine_speedup") is not None for r in rows):
         parts.append(

@@ -1,8 +1,8 @@
 """`python serve.py speculative=ngram` and `speculative=draft_model` (the target as its own
 draft) with the official openai client: greedy completions, streamed and not, equal the
 offline engine's without speculation (text and token counts; fp32, 32 prompts at once, chunked
-prefill, a KV cache small enough to preempt), usage is exact, and /metrics and the stats line
-report the acceptance."""
+prefill, a KV cache small enough to preempt), usage is exact, /metrics and the stats line
+report the acceptance, and the bench's serve mode reads it."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from tests.entrypoints.openai.remote_server import RemoteServer
 from tests.metrics.conftest import scrape
 from tests.spec_decode.test_spec_decode_llm import COMMON, _prompts
 from vllm_hydra import LLM, SamplingParams
+from vllm_hydra.benchmarks.server_spec_metrics import scrape_spec_counters, spec_decode_metrics
 
 MAX_TOKENS = 12
 
@@ -85,3 +86,21 @@ def test_metrics_and_stats_line_report_acceptance(server: RemoteServer) -> None:
     while "Spec decode: mean acceptance length" not in server.output():
         assert time.monotonic() < deadline, server.output()[-2000:]
         time.sleep(0.5)
+
+
+def test_bench_serve_mode_reads_the_acceptance_from_metrics(server: RemoteServer) -> None:
+    """scripts/bench.py in serve mode: acceptance from the counters between two scrapes."""
+    samples = scrape(server)
+    drafts = samples["vllm:spec_decode_num_drafts_total"]
+    accepted = samples["vllm:spec_decode_num_accepted_tokens_total"]
+    draft_tokens = samples["vllm:spec_decode_num_draft_tokens_total"]
+    counters = scrape_spec_counters(server.url)
+    assert counters == {
+        "num_drafts": drafts,
+        "num_draft_tokens": draft_tokens,
+        "num_accepted_tokens": accepted,
+    }
+    metrics = spec_decode_metrics({}, counters)
+    assert metrics["spec_acceptance_rate"] == pytest.approx(accepted / draft_tokens)
+    assert metrics["spec_mean_acceptance_length"] == pytest.approx(1 + accepted / drafts)
+    assert spec_decode_metrics(counters, counters)["spec_num_drafts"] == 0

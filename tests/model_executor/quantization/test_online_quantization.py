@@ -16,14 +16,18 @@ SUBJECTS = ["cat", "dog", "king", "sun", "tree", "river", "house", "girl", "ship
 STORIES = ["man", "city", "queen", "fox", "road", "horse", "wolf", "war", "song", "child"]
 PROMPTS = [f"The {w} was" for w in SUBJECTS] + [f"Once upon a time a {w}" for w in STORIES]
 NUM_TOKENS = 16
-# Measured on the tiny model (fp32, on a 2-core AMD EPYC with AVX-512 BF16): greedy agreement
-# int8 0.959 of positions, fp8 0.928.
+# Measured on the tiny model (fp32, on a 2-core AMD EPYC with AVX-512 BF16), after its copy
+# fine-tuning (scripts/finetune_tiny_copy.py): greedy agreement int8 0.975 of positions, fp8
+# 0.875 (before it: 0.959, 0.928).
 MIN_AGREEMENT = {"int8": 0.9, "fp8": 0.85}
 # Logits of every prompt position of the 20 prompts against the unquantized model's (same
-# CPU): max |error| int8 0.082, fp8 0.320; that over the reference's largest |logit| (about
-# 15.5), int8 0.0053, fp8 0.0206. The tolerances leave about 1.5x room.
-MAX_ABS_ERROR = {"int8": 0.125, "fp8": 0.5}
-MAX_REL_ERROR = {"int8": 0.008, "fp8": 0.032}
+# CPU): max |error| int8 0.219, fp8 1.316; that over the reference's largest |logit| (about
+# 16.2), int8 0.0135, fp8 0.0814. The tolerances leave about 1.5x room. Before the copy
+# fine-tuning the maxima were 0.082 and 0.320 (medians over positions 0.055 and 0.176, now
+# 0.087 and 0.305): the copying model's sharper attention amplifies the weight error at a few
+# positions.
+MAX_ABS_ERROR = {"int8": 0.33, "fp8": 2.0}
+MAX_REL_ERROR = {"int8": 0.02, "fp8": 0.12}
 WEIGHT_DTYPE = {"null": torch.float32, "int8": torch.int8, "fp8": torch.float8_e4m3fn}
 
 
