@@ -68,9 +68,10 @@ def _run_attention(
     kv_cache: torch.Tensor,
     attn_metadata: AttentionMetadata | None,
 ) -> torch.Tensor:
-    """The backend's attention, kept out of torch.compile's graphs: backends read host-side
-    lengths (which Dynamo would guard on and recompile for every step) and launch their own
-    kernels. The model is compiled piecewise between attention calls, as in vLLM."""
+    """The backend's attention, never traced: backends read host-side lengths (which Dynamo
+    would guard on and recompile for every step) and launch their own kernels. A compiled
+    model reaches it through `unified_attention`; the decorator keeps any other traced call
+    out of the graph too."""
     if layer.calculate_kv_scales and attn_metadata is not None:
         n = attn_metadata.num_actual_tokens  # not the padding past them
         layer.calc_kv_scales(key[:n], value[:n])

@@ -1,11 +1,12 @@
 """`compilation.mode=torch_compile`: the model forward under torch.compile, dynamic in tokens.
 
-Attention runs outside the compiled graphs (the layer calls its backend through
-`torch.compiler.disable`, as vLLM's piecewise compilation splits its graph at attention): the
-backends read host-side lengths and launch their own kernels. Everything between two attention
-calls (norms, projections, rotary, MLP) is compiled by Inductor, once for any number of tokens:
-shapes are dynamic, so a new batch size reuses the compiled code, and `RECOMPILE_LIMIT` bounds
-the graphs kept per code object (past it, Dynamo falls back to eager).
+The whole model is one graph: each attention layer is the opaque operator
+`vllm_hydra::unified_attention` (attention/layer.py), which runs the backend eagerly on the
+step's metadata and KV cache from the forward context (the backends read host-side lengths and
+launch their own kernels, which Dynamo must not trace). Everything around it (norms,
+projections, rotary, MLP) is compiled by Inductor, once for any number of tokens: shapes are
+dynamic, so a new batch size reuses the compiled code, and `RECOMPILE_LIMIT` bounds the graphs
+kept per code object (past it, Dynamo falls back to eager).
 """
 
 from __future__ import annotations
