@@ -10,10 +10,12 @@ import pytest
 import torch
 
 from vllm_hydra.benchmarks import peaks as peaks_module
+from vllm_hydra.benchmarks import runner
 from vllm_hydra.benchmarks.peaks import MachinePeaks, machine_peaks
 from vllm_hydra.benchmarks.roofline import roofline, schedule_steps, step_costs, weight_bytes
 from vllm_hydra.benchmarks.workloads import BenchRequest
 from vllm_hydra.config import compose_config
+from vllm_hydra.config.bench import BenchConfig
 from vllm_hydra.config.memory_plan import kv_bytes_per_token_per_rank
 from vllm_hydra.config.vllm import VllmConfig
 
@@ -113,3 +115,16 @@ def test_peaks_measured_under_load_are_measured_again_once_idle(
     monkeypatch.setattr(peaks_module, "_measure", lambda *_: MachinePeaks(2.0, 3.0))
     assert machine_peaks(cpu, torch.float32) == MachinePeaks(2.0, 3.0)  # idle: measured again
     assert machine_peaks(cpu, torch.float32) == MachinePeaks(2.0, 3.0)  # and cached
+
+
+def test_a_benchmark_reports_whether_its_peaks_were_measured_under_load(
+    config: VllmConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The results carry the cached entry's `under_load` mark, with or without bench's own
+    peak set (the measured other one still comes from the loaded machine)."""
+    loaded = MachinePeaks(1.0, 2.0, under_load=True)
+    monkeypatch.setattr(runner, "machine_peaks", lambda *_: loaded)
+    assert runner._peaks(config, BenchConfig()) == loaded
+    assert runner._peaks(config, BenchConfig(peak_tflops=5.0)) == MachinePeaks(5.0, 2.0, True)
+    both = BenchConfig(peak_tflops=5.0, memory_bandwidth_gbs=6.0)
+    assert runner._peaks(config, both) == MachinePeaks(5.0, 6.0)  # none measured

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -115,9 +116,10 @@ def _peaks(config: VllmConfig, bench: BenchConfig) -> MachinePeaks:
 
     device = torch.device(config.device.type.value)
     measured = machine_peaks(device, getattr(torch, config.model.dtype.value))
-    return MachinePeaks(
-        bench.peak_tflops or measured.gemm_tflops,
-        bench.memory_bandwidth_gbs or measured.read_gbs,
+    return dataclasses.replace(
+        measured,
+        gemm_tflops=bench.peak_tflops or measured.gemm_tflops,
+        read_gbs=bench.memory_bandwidth_gbs or measured.read_gbs,
     )
 
 
