@@ -141,7 +141,7 @@ def test_torch_backend_attends_over_the_dequantized_cache(
         monkeypatch.setattr(torch_attn, "paged_attention_decode_fp8_supported", lambda *a: False)
     batch = Batch("torch", REQUESTS, dtype=dtype)
     meta = batch.plan([(n, c + n, b) for c, n, b, *_ in batch.seqs])
-    assert (meta.decode_kernel_batch is not None) == (decode_path == "kernel")
+    assert (meta.kernel_batch is not None) == (decode_path == "kernel")
     atol = 1e-5 if dtype == torch.float32 else 2e-2
     for got, want in zip(batch.run(), expected(batch), strict=True):
         torch.testing.assert_close(got.float(), want, atol=atol, rtol=0)
@@ -158,7 +158,7 @@ def test_fp8_decode_kernel_honours_the_sliding_window() -> None:
 def test_fp8_decode_kernel_across_chunks() -> None:
     """Contexts longer than the kernel's 128-token chunks and not a whole number of tiles."""
     batch = Batch("torch", [(300, 1), (129, 1), (1, 1)])
-    assert batch.plan([(n, c + n, b) for c, n, b, *_ in batch.seqs]).decode_kernel_batch
+    assert batch.plan([(n, c + n, b) for c, n, b, *_ in batch.seqs]).kernel_batch
     for (c, _, _, q, k, v), got in zip(batch.seqs, batch.run(), strict=True):
         want = dense(q[c:], roundtrip(k, K_SCALE), roundtrip(v, V_SCALE))
         torch.testing.assert_close(got, want, atol=1e-5, rtol=0)

@@ -113,9 +113,10 @@ def decode_batch(
     dtype: torch.dtype,
     seed: int,
     lens: list[int] | None = None,
+    q_lens: list[int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata]:
     """A filled paged cache with num_seqs sequences (of random lengths unless given) in
-    scattered blocks, and one new query per sequence."""
+    scattered blocks, and the queries of each one's last q_lens tokens (one unless given)."""
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)
     lens = lens or [rng.randint(1, 300) for _ in range(num_seqs)]
@@ -124,8 +125,9 @@ def decode_batch(
     rng.shuffle(free)
     tables = [[free.pop() for _ in range(-(-n // block_size))] for n in lens]
     kv = torch.randn(2, num_blocks, block_size, num_kv_heads, head_size, generator=gen)
-    q = torch.randn(num_seqs, num_heads * head_size, generator=gen)
-    meta = AttentionMetadata.build([1] * num_seqs, lens, tables, block_size)
+    q_lens = q_lens or [1] * num_seqs
+    q = torch.randn(sum(q_lens), num_heads * head_size, generator=gen)
+    meta = AttentionMetadata.build(q_lens, lens, tables, block_size)
     return q.to(dtype), kv.to(dtype), meta
 
 
@@ -134,12 +136,14 @@ def assert_kernel_matches_torch(
     shape: tuple[int, int, int, int, int, int | None],
     dtype: torch.dtype,
     lens: list[int] | None = None,
+    q_lens: list[int] | None = None,
 ) -> None:
-    """The decode kernel's output for a batch of this shape (num_seqs, num_heads, num_kv_heads,
-    head_size, block_size, window) equals the torch path's within float rounding."""
+    """The kernel's output for a batch of this shape (num_seqs, num_heads, num_kv_heads,
+    head_size, block_size, window) equals the torch path's (decodes in SDPA groups, prefills
+    one SDPA call each) within float rounding."""
     num_seqs, num_heads, num_kv_heads, head_size, block_size, window = shape
     q, kv, meta = decode_batch(
-        num_seqs, num_heads, num_kv_heads, head_size, block_size, dtype, 1, lens
+        num_seqs, num_heads, num_kv_heads, head_size, block_size, dtype, 1, lens, q_lens
     )
     impl = TorchAttentionImpl(num_heads, head_size, head_size**-0.5, num_kv_heads, window)
     # The new tokens' K/V are written by forward; pass what the cache already holds there.
@@ -149,11 +153,13 @@ def assert_kernel_matches_torch(
     assert ops.paged_attention_decode_supported(q, kv, num_heads, num_kv_heads)
     spec = AttentionSpec(block_size, num_heads, num_kv_heads, head_size, dtype, dtype, window)
     kernel_plan = TorchAttentionMetadataBuilder(spec).build(meta)
-    assert kernel_plan.decode_kernel_batch is not None
+    assert kernel_plan.kernel_batch is not None and kernel_plan.sdpa_prefills == []
+    assert len(kernel_plan.kernel_batch.tokens) == len(q)  # every query row
     got = impl.forward(q, k_new, v_new, kv, kernel_plan)
     torch_only(monkeypatch)
     torch_plan = TorchAttentionMetadataBuilder(spec).build(meta)
-    assert torch_plan.decode_kernel_batch is None
+    assert torch_plan.kernel_batch is None
+    assert torch_plan.sdpa_prefills == [i for i, n in enumerate(meta.query_lens_cpu) if n > 1]
     expected = impl.forward(q, k_new, v_new, kv, torch_plan)
     tol = 2e-6 if dtype == torch.float32 else 1.6e-2  # one bf16 rounding of values below 2
     torch.testing.assert_close(got, expected, atol=tol, rtol=0)
@@ -189,6 +195,19 @@ def test_paged_decode_attention_at_tile_and_chunk_edges(
     batch."""
     lens = [1, 2, 15, 16, 17, 127, 128, 129, 255, 257, 700]
     assert_kernel_matches_torch(monkeypatch, (len(lens), 12, 4, 64, 16, None), dtype, lens)
+
+
+@pytest.mark.parametrize("window", [None, 50])
+@pytest.mark.parametrize("dtype", [torch.float32, BF16])
+def test_paged_attention_kernel_runs_prefill_rows(
+    monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype, window: int | None
+) -> None:
+    """Several new tokens per request (whole prompts, chunks after a cached context, a
+    speculative verify's few), beside decodes: each row over its causal length, as SDPA."""
+    lens = [300, 40, 129, 17, 5, 1000, 64]
+    q_lens = [1, 40, 60, 4, 5, 128, 1]
+    shape = (len(lens), 12, 4, 64, 16, window)
+    assert_kernel_matches_torch(monkeypatch, shape, dtype, lens, q_lens)
 
 
 @pytest.fixture(scope="module")

@@ -128,13 +128,15 @@ class DecodeGroup:
 
 
 @dataclass
-class DecodeKernelBatch:
-    """The decode requests for the CPU kernel as int32, longest first (the kernel's threads
-    take them in order, so the long ones do not finish last)."""
+class KernelBatch:
+    """The query rows the CPU kernel attends, as int32, longest first (the kernel's threads
+    take them in order, so the long ones do not finish last). A decode is one row over its
+    whole sequence; row j of a request's q_len new tokens attends over its first
+    seq_len - q_len + j + 1 tokens (the causal mask, as lengths)."""
 
-    tokens: torch.Tensor  # each request's query row in the flat batch
-    reqs: torch.Tensor  # its block-table row
-    seq_lens: torch.Tensor
+    tokens: torch.Tensor  # each row in the flat batch
+    reqs: torch.Tensor  # its request's block-table row
+    seq_lens: torch.Tensor  # the tokens it attends over
 
 
 @dataclass
@@ -144,14 +146,20 @@ class TorchAttentionMetadata(AttentionMetadata):
     # Each request's first row in the flat batch, from the host-side lengths (reading
     # query_start_loc would sync with a GPU).
     query_starts: list[int]
-    # Requests with one new token, planned for the C kernel where it runs, else in groups.
-    decode_kernel_batch: DecodeKernelBatch | None
+    # The rows the C kernel attends, where it runs: every decode, and every prefill row
+    # unless the cache is fp8. Otherwise decodes run in groups, prefills one SDPA call each.
+    kernel_batch: KernelBatch | None
     decode_groups: list[DecodeGroup]
+    sdpa_prefills: list[int]  # requests with several new tokens that run SDPA
 
 
 class TorchAttentionMetadataBuilder(AttentionMetadataBuilder):
-    """Plans each step's decodes once: for the C kernel when it can run these layers (CPU, the
-    query and cache dtypes alike, a supported head layout), else as padded SDPA groups."""
+    """Plans each step's attention once: every query row for the C kernel when it can run
+    these layers (CPU, the query and cache dtypes alike, a supported head layout), else
+    decodes as padded SDPA groups and each prefill as one SDPA call.
+
+    With an fp8 cache, the kernel takes the decodes only: a prompt's SDPA call attends over its
+    own K/V before they are rounded (as vLLM's CPU backend does)."""
 
     def __init__(self, spec: AttentionSpec, device: torch.device | str = "cpu") -> None:
         super().__init__(spec, device)
@@ -169,6 +177,7 @@ class TorchAttentionMetadataBuilder(AttentionMetadataBuilder):
         self.use_decode_kernel = ops.paged_attention_decode_supported(
             query, cache, *heads
         ) or paged_attention_decode_fp8_supported(query, cache, *heads)
+        self.prefills_in_kernel = self.use_decode_kernel and spec.kv_cache_dtype != FP8_KV_DTYPE
         self.group_size = max(1, DECODE_GROUP_BYTES // spec.kv_cache_dtype.itemsize)
 
     def build(self, common: AttentionMetadata) -> TorchAttentionMetadata:
@@ -176,9 +185,12 @@ class TorchAttentionMetadataBuilder(AttentionMetadataBuilder):
         seq_lens = np.asarray(common.seq_lens_cpu)
         starts = [0, *accumulate(common.query_lens_cpu)]
         decodes = np.flatnonzero(query_lens == 1)
+        prefills = np.flatnonzero(query_lens > 1)
+        in_kernel = decodes if not self.prefills_in_kernel else np.flatnonzero(query_lens)
         kernel_batch, groups = None, []
-        if len(decodes) and self.use_decode_kernel:
-            kernel_batch = self._kernel_batch(decodes, seq_lens, np.asarray(starts))
+        if len(in_kernel) and self.use_decode_kernel:
+            kernel_batch = self._kernel_batch(in_kernel, query_lens, seq_lens, starts)
+            prefills = prefills[~np.isin(prefills, in_kernel)]
         elif len(decodes):
             ordered = decodes[np.argsort(seq_lens[decodes], kind="stable")].tolist()
             groups = [
@@ -188,21 +200,26 @@ class TorchAttentionMetadataBuilder(AttentionMetadataBuilder):
         return TorchAttentionMetadata(
             **common.as_dict(),
             query_starts=starts,
-            decode_kernel_batch=kernel_batch,
+            kernel_batch=kernel_batch,
             decode_groups=groups,
+            sdpa_prefills=prefills.tolist(),
         )
 
     def _kernel_batch(
-        self, decodes: np.ndarray, seq_lens: np.ndarray, starts: np.ndarray
-    ) -> DecodeKernelBatch:
-        ordered = decodes[np.argsort(-seq_lens[decodes], kind="stable")]
+        self, reqs: np.ndarray, query_lens: np.ndarray, seq_lens: np.ndarray, starts: list[int]
+    ) -> KernelBatch:
+        """The rows of requests `reqs`: each new token of each, with its causal length."""
+        q_lens = query_lens[reqs]
+        row_reqs = np.repeat(reqs, q_lens)
+        j = np.arange(len(row_reqs)) - np.repeat(np.cumsum(q_lens) - q_lens, q_lens)
+        rows = np.asarray(starts)[row_reqs] + j
+        row_lens = seq_lens[row_reqs] - query_lens[row_reqs] + j + 1
+        order = np.argsort(-row_lens, kind="stable")
 
         def as_tensor(values: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(values.astype(np.int32)).to(self.device)
+            return torch.from_numpy(values[order].astype(np.int32)).to(self.device)
 
-        return DecodeKernelBatch(
-            as_tensor(starts[ordered]), as_tensor(ordered), as_tensor(seq_lens[ordered])
-        )
+        return KernelBatch(as_tensor(rows), as_tensor(row_reqs), as_tensor(row_lens))
 
     def _decode_group(
         self, meta: AttentionMetadata, group: list[int], starts: list[int]
@@ -265,10 +282,9 @@ class TorchAttentionImpl(AttentionImpl):
         v = value[:n].reshape(n, self.num_kv_heads, self.head_size)
         write_to_kv_cache(k, v, kv_cache, meta.slot_mapping, self.k_scale, self.v_scale)
         out = output[:n].view(n, self.num_heads, self.head_size)
-        self._decode(q, out, kv_cache, meta)
-        for i, q_len in enumerate(meta.query_lens_cpu):
-            if q_len > 1:
-                self._prefill(q, k, v, out, kv_cache, meta, i, meta.query_starts[i])
+        self._kernel_or_decode_groups(q, out, kv_cache, meta)
+        for i in meta.sdpa_prefills:
+            self._prefill(q, k, v, out, kv_cache, meta, i, meta.query_starts[i])
         return output
 
     def _prefill(
@@ -327,22 +343,23 @@ class TorchAttentionImpl(AttentionImpl):
             mask &= k_pos > q_pos - self.sliding_window
         return mask
 
-    def _decode(
+    def _kernel_or_decode_groups(
         self,
         q: torch.Tensor,
         out: torch.Tensor,
         kv_cache: torch.Tensor,
         meta: TorchAttentionMetadata,
     ) -> None:
-        """One new token per request, as the builder planned: the C kernel over the blocks in
-        place; otherwise in groups of similar length, one padded SDPA call each.
+        """As the builder planned: the kernel's rows by the C kernel over the blocks in place;
+        otherwise the decodes (one new token each) in groups of similar length, one padded
+        SDPA call each.
 
         Two things make the groups several times faster on CPU than one SDPA call per sequence
         (measured: module docstring): the per-call cost is paid once per group, and the query
         heads that share a KV head are laid out as that head's query rows ([kv_heads, group,
         head_size]), so each K/V row is read once per KV head and no GQA expansion is needed.
         """
-        batch = meta.decode_kernel_batch
+        batch = meta.kernel_batch
         if batch is not None:
             args = (out, q, kv_cache, meta.block_table, batch.tokens, batch.reqs, batch.seq_lens)
             if is_fp8_kv_cache(kv_cache):
