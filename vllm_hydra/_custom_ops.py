@@ -42,6 +42,9 @@ _SIGNATURES = {
     # positions, query, q_stride, num_heads, key, k_stride, num_kv_heads, head_size,
     # cos_sin_cache, tokens, num_threads
     "rotary_embedding_bf16": [_P, _P, _I64, _INT, _P, _I64, _INT, _INT, _P, _I64, _INT],
+    # key, key_stride, value, value_stride, key_cache, value_cache, slots, num_tokens,
+    # row_bytes, num_threads (strides in bytes)
+    "reshape_and_cache": [_P, _I64, _P, _I64, _P, _P, _P, _I64, _I64, _INT],
 }
 
 
@@ -216,6 +219,42 @@ def _rms_norm(
         torch.get_num_threads(),
     )
     return out, new_residual
+
+
+def reshape_and_cache_supported(key: torch.Tensor, kv_cache: torch.Tensor) -> bool:
+    """CPU, fp32 or bf16 (key and cache alike), a contiguous cache, the library built."""
+    return (
+        key.device.type == "cpu"
+        and key.dtype == kv_cache.dtype
+        and key.dtype in _DTYPE_IDS
+        and kv_cache.is_contiguous()
+        and kernels_built()
+    )
+
+
+def reshape_and_cache(
+    key: torch.Tensor, value: torch.Tensor, kv_cache: torch.Tensor, slot_mapping: torch.Tensor
+) -> None:
+    """Store key/value [T, num_kv_heads, head_size] at their slots (int64 [T]; negative: none)
+    of kv_cache [2, num_blocks, block_size, num_kv_heads, head_size], in place."""
+    if key.shape[0] == 0:
+        return
+    row = key.shape[1] * key.shape[2]
+    key, value = (x if x[0].is_contiguous() else x.contiguous() for x in (key, value))
+    slots = slot_mapping if slot_mapping.dtype == torch.int64 else slot_mapping.long()
+    elem = key.element_size()
+    _lib().reshape_and_cache(  # type: ignore[union-attr]
+        key.data_ptr(),
+        key.stride(0) * elem,
+        value.data_ptr(),
+        value.stride(0) * elem,
+        kv_cache[0].data_ptr(),
+        kv_cache[1].data_ptr(),
+        slots.contiguous().data_ptr(),
+        key.shape[0],
+        row * elem,
+        torch.get_num_threads(),
+    )
 
 
 def silu_and_mul(x: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ from vllm_hydra.attention.backends.abstract import AttentionMetadata, AttentionS
 from vllm_hydra.attention.backends.torch_attn import (
     TorchAttentionImpl,
     TorchAttentionMetadataBuilder,
+    write_to_kv_cache,
 )
 from vllm_hydra.cpu_library import build_library
 from vllm_hydra.model_executor.layers.activation import SiluAndMul
@@ -36,6 +37,7 @@ def torch_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make every layer take its torch path (the reference)."""
     monkeypatch.setattr(ops, "bf16_kernels_supported", lambda *tensors: False)
     monkeypatch.setattr(ops, "paged_attention_decode_supported", lambda *args: False)
+    monkeypatch.setattr(ops, "reshape_and_cache_supported", lambda *args: False)
 
 
 @pytest.mark.parametrize("hidden", [768, 100])
@@ -65,6 +67,38 @@ def test_silu_and_mul_is_bit_identical(monkeypatch: pytest.MonkeyPatch, d: int) 
     torch_only(monkeypatch)
     assert torch.equal(got, SiluAndMul()(x))
     assert torch.equal(got, F.silu(x[:, :d]) * x[:, d:])
+
+
+@pytest.mark.parametrize("num_tokens", [5, 3000])  # one thread; both
+@pytest.mark.parametrize("dtype", [torch.float32, BF16])
+def test_reshape_and_cache_stores_what_index_copy_does(
+    monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype, num_tokens: int
+) -> None:
+    """K/V rows straight from the fused QKV output (a wider row stride) land at their slots,
+    bit for bit as the torch path's index_copy_ puts them; nothing else is written."""
+    gen = torch.Generator().manual_seed(num_tokens)
+    qkv = torch.randn(num_tokens, 12 * 64 + 2 * 4 * 64, generator=gen).to(dtype)
+    k = qkv[:, 768:1024].view(num_tokens, 4, 64)
+    v = qkv[:, 1024:].view(num_tokens, 4, 64)
+    slots = torch.randperm(250 * 16, generator=gen)[:num_tokens]
+    caches = []
+    for kernel in (True, False):
+        if not kernel:
+            torch_only(monkeypatch)
+        cache = torch.full((2, 250, 16, 4, 64), 7.0, dtype=dtype)
+        write_to_kv_cache(k, v, cache, slots)
+        caches.append(cache)
+    assert torch.equal(caches[0], caches[1])
+    assert (caches[0].view(2, -1, 256)[:, slots] != 7.0).any()
+
+
+def test_reshape_and_cache_skips_padded_tokens() -> None:
+    cache = torch.zeros(2, 4, 16, 1, 16, dtype=BF16)
+    k = torch.ones(3, 1, 16, dtype=BF16)
+    ops.reshape_and_cache(k, 2 * k, cache, torch.tensor([5, -1, 9]))
+    flat = cache.view(2, -1, 16)
+    assert flat[0, [5, 9]].eq(1).all() and flat[1, [5, 9]].eq(2).all()
+    assert flat[:, [5, 9]].abs().sum() == flat.abs().sum()  # the padded row wrote nothing
 
 
 @pytest.mark.parametrize("head_size", [64, 128])
