@@ -23,7 +23,6 @@ from vllm_hydra.distributed.parallel_state import (
 )
 from vllm_hydra.lora.request import LoRARequest
 from vllm_hydra.outputs import ModelRunnerOutput
-from vllm_hydra.worker.cpu_malloc import keep_tensor_buffers_mapped
 from vllm_hydra.worker.model_runner import ModelRunner
 
 logger = logging.getLogger(__name__)
@@ -57,8 +56,6 @@ class Worker:
             self.device = torch.device("cuda", self.local_rank)
             torch.cuda.set_device(self.device)
             self._check_free_memory()
-        else:
-            keep_tensor_buffers_mapped()
         # Every rank seeds alike, so tensor-parallel ranks sample the same tokens.
         torch.manual_seed(self.config.model.seed)
         self.init_distributed_environment()
